@@ -1,0 +1,110 @@
+"""fastserver: the standard library's socketserver on a Cython + C core.
+
+Every name of ``socketserver.__all__`` is here with the same behaviour; ``import fastserver as
+socketserver`` switches a program, and :func:`install` switches the standard library's own servers
+(``http.server``, ``xmlrpc.server``, ``wsgiref.simple_server``) too.
+
+``IMPLEMENTATION`` says which core runs the loops and over which poller: ``"cython-epoll"``,
+``"cython-kqueue"``, ``"cython-poll"``, or ``"python-<selector>"`` for the pure core (selected by
+``FASTSERVER_NO_EXTENSIONS=1`` or where the extension was not built).
+"""
+
+import os
+import socket
+import sys
+import warnings
+
+from . import _backend
+from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .mixins import ThreadingMixIn
+from .servers import BaseServer, TCPServer, UDPServer
+
+__all__ = ["BaseServer", "TCPServer", "UDPServer",
+           "ThreadingUDPServer", "ThreadingTCPServer",
+           "BaseRequestHandler", "StreamRequestHandler",
+           "DatagramRequestHandler", "ThreadingMixIn"]
+
+IMPLEMENTATION = _backend.implementation
+
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer):
+    pass
+
+
+class ThreadingTCPServer(ThreadingMixIn, TCPServer):
+    pass
+
+
+if hasattr(os, "fork"):
+    from .mixins import ForkingMixIn
+
+    class ForkingUDPServer(ForkingMixIn, UDPServer):
+        pass
+
+    class ForkingTCPServer(ForkingMixIn, TCPServer):
+        pass
+
+    __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
+
+if hasattr(socket, "AF_UNIX"):
+    from .servers import UnixDatagramServer, UnixStreamServer
+
+    class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
+        pass
+
+    class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
+        pass
+
+    __all__ += ["UnixStreamServer", "UnixDatagramServer",
+                "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer"]
+
+    if hasattr(os, "fork"):
+
+        class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
+            pass
+
+        class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
+            pass
+
+        __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
+
+
+def _name_classes(module_name):
+    """Say that the public classes live in ``module_name`` (repr, pickle, introspection)."""
+    for name in __all__:
+        globals()[name].__module__ = module_name
+
+
+_name_classes(__name__)
+
+
+def install():
+    """Put fastserver in place of ``socketserver`` in ``sys.modules``.
+
+    Call it before importing ``http.server``, ``xmlrpc.server``, ``wsgiref.simple_server`` or any
+    other module that does ``import socketserver``: from then on they subclass fastserver's classes
+    and run on its core, unchanged. A module that imported the standard library's socketserver
+    earlier keeps it; install() warns (RuntimeWarning) naming such modules. The public classes
+    then say ``socketserver`` as their ``__module__``, the name under which they are now imported.
+    Calling it again does nothing.
+    """
+    this = sys.modules[__name__]
+    stdlib = sys.modules.get("socketserver")
+    if stdlib is this:
+        return
+    if stdlib is not None:
+        bound = sorted(name for name, module in list(sys.modules.items())
+                       if name != "socketserver" and getattr(module, "socketserver", None) is stdlib)
+        if bound:
+            warnings.warn(f"fastserver.install(): already imported with the standard "
+                          f"socketserver, left unchanged: {', '.join(bound)}",
+                          RuntimeWarning, stacklevel=2)
+    sys.modules["socketserver"] = this
+    _name_classes("socketserver")
+
+
+def _use_core(name):
+    """Run every loop on the core called ``name`` ("cython" or "python"); for tests and benchmarks."""
+    global IMPLEMENTATION
+    IMPLEMENTATION = _backend.use(name)
+    return IMPLEMENTATION

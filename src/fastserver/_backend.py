@@ -1,0 +1,35 @@
+"""Which core runs the loops: the compiled one where it was built, else the pure one.
+
+``FASTSERVER_NO_EXTENSIONS=1`` (any value but "" and "0") selects the pure core at import.
+"""
+
+import os
+
+from . import _pure
+
+try:
+    from . import _core as _compiled
+except ImportError:  # not built (no compiler, or FASTSERVER_NO_EXTENSIONS at build time)
+    _compiled = None
+
+CORES = {"python": _pure}
+if _compiled is not None:
+    CORES["cython"] = _compiled
+
+core = _pure
+implementation = ""
+
+
+def use(name):
+    """Make the core called ``name`` ("cython" or "python") run every loop from now on."""
+    global core, implementation
+    try:
+        core = CORES[name]
+    except KeyError:
+        raise ValueError(f"no {name!r} core here; available: {sorted(CORES)}") from None
+    implementation = f"{name}-{core.POLLER}"
+    return implementation
+
+
+use("python" if os.environ.get("FASTSERVER_NO_EXTENSIONS", "") not in ("", "0")
+    or _compiled is None else "cython")

@@ -1,0 +1,407 @@
+# cython: language_level=3, embedsignature=True
+"""The compiled core: serve_forever() and handle_request() over the C poller.
+
+The loop waits without the GIL on the listening socket and a wakeup descriptor, accepts with
+accept4() (close-on-exec) in batches with the GIL held on a listener it made non-blocking, and
+dispatches each connection as ``BaseServer._handle_request_noblock`` would. The hooks a server
+overrides are found once per loop (``servers.Hooks``) and called exactly where the standard
+library calls them; the defaults run here without a Python call.
+"""
+
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport ECONNABORTED, EINTR, EPROTO, errno
+from libc.string cimport memset, strerror, strlen
+from libc.math cimport ceil
+from posix.unistd cimport close
+
+from fastserver._poller cimport *
+
+import socket as _socket
+from time import monotonic
+
+POLLER = fs_poller_name.decode()
+
+cdef extern from "<netinet/in.h>" nogil:
+    enum: AF_INET, AF_INET6, AF_UNIX
+    ctypedef unsigned short in_port_t
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        in_port_t sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        in_port_t sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "<sys/un.h>" nogil:
+    struct sockaddr_un:
+        char sun_path[1]
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <sys/un.h>
+    #define FS_SUN_PATH_OFFSET offsetof(struct sockaddr_un, sun_path)
+    """
+    size_t FS_SUN_PATH_OFFSET
+
+# Connections accepted per readiness before the loop looks at its wakeup descriptor again.
+cdef int ACCEPT_BATCH = 32
+cdef int EVENTS_MAX = 8
+cdef object _fsdecode = __import__("os").fsdecode
+
+cdef object _Hooks = None
+
+
+cdef object hooks_for(server):
+    global _Hooks
+    if _Hooks is None:
+        from fastserver.servers import Hooks
+        _Hooks = Hooks
+    return _Hooks(server)
+
+
+cdef int raise_oserror(int err) except -1:
+    """Raise the OSError subclass the socket module would raise for ``err``."""
+    raise OSError(err, strerror(err).decode())
+
+
+cdef int raise_errno() except -1:
+    return raise_oserror(errno)
+
+
+cdef int timeout_ms(object seconds) except? -2:
+    """poll_interval in seconds -> milliseconds for the poller, rounded up (None: -1, forever)."""
+    if seconds is None:
+        return -1
+    cdef double s = seconds
+    if s <= 0:
+        return 0
+    if s > 2000000.0:
+        return 2000000000
+    return <int>ceil(s * 1000.0)
+
+
+cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
+    """The client address as the socket module gives it for this family."""
+    cdef char host[64]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    cdef sockaddr_un *un
+    cdef size_t path_length
+    if addr.ss_family == AF_INET:
+        v4 = <sockaddr_in *>addr
+        inet_ntop(AF_INET, &v4.sin_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v4.sin_port))
+    if addr.ss_family == AF_INET6:
+        v6 = <sockaddr_in6 *>addr
+        inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
+    if addr.ss_family == AF_UNIX:
+        un = <sockaddr_un *>addr
+        path_length = length - FS_SUN_PATH_OFFSET if length > FS_SUN_PATH_OFFSET else 0
+        if path_length > 0 and un.sun_path[0] == 0:  # Linux's abstract namespace
+            return (<char *>un.sun_path)[:path_length]
+        return _fsdecode((<char *>un.sun_path)[:strlen(un.sun_path)])
+    return None
+
+
+
+cdef class Dispatcher:
+    """One server's hooks, resolved; handles the connections that are ready."""
+
+    cdef object server
+    cdef object hooks
+    cdef bint accept_in_c
+    cdef int listen_fd, family, type_, proto
+    cdef object socket_class
+    cdef object get_request, handle_noblock, verify_request, process_request
+    cdef object finish_request, shutdown_request, close_request, service_actions
+    cdef bint tcp_shutdown, close_socket
+
+    def __cinit__(self, server):
+        self.server = server
+        hooks = hooks_for(server)
+        self.hooks = hooks
+        self.handle_noblock = hooks.handle_noblock
+        self.get_request = hooks.get_request
+        self.verify_request = hooks.verify_request
+        self.process_request = hooks.process_request
+        self.finish_request = hooks.finish_request
+        self.service_actions = hooks.service_actions
+        self.tcp_shutdown = hooks.shutdown_request == hooks.SHUTDOWN_TCP
+        self.shutdown_request = None if self.tcp_shutdown else hooks.shutdown_request
+        self.close_socket = hooks.close_request == hooks.CLOSE_SOCKET
+        self.close_request = None if self.close_socket else hooks.close_request
+        self.listen_fd = server.fileno()
+        if self.listen_fd < 0:
+            raise ValueError(f"Invalid file descriptor: {self.listen_fd}")
+        self.accept_in_c = hooks.accept and self.handle_noblock is None
+        if self.accept_in_c:
+            sock = server.socket
+            self.family = sock.family
+            self.type_ = sock.type
+            self.proto = sock.proto
+            self.socket_class = type(sock)
+            if self.family not in (AF_INET, AF_INET6, AF_UNIX):
+                self.accept_in_c = False
+                self.get_request = server.get_request
+
+    cdef int handle_ready(self, int limit) except -1:
+        """Handle up to ``limit`` ready connections, as _handle_request_noblock does each."""
+        cdef int handled = 0
+        if not self.accept_in_c:
+            if self.handle_noblock is not None:
+                self.handle_noblock()
+            else:
+                request = self.next_request()
+                if request is not None:
+                    self.dispatch(request[0], request[1])
+            return 1
+        while handled < limit:
+            if handled and self.server._BaseServer__shutdown_request:
+                break
+            request = self.accept()
+            if request is None:
+                break
+            handled += 1
+            self.dispatch(request[0], request[1])
+        return handled
+
+    cdef object next_request(self):
+        try:
+            return self.get_request()
+        except OSError:
+            return None
+
+    cdef object accept(self):
+        """(socket, address) for the next connection, or None when there is none (or it failed:
+        get_request's OSError is ignored in the stdlib's loop too)."""
+        cdef sockaddr_storage addr
+        cdef socklen_t length
+        cdef int fd, err
+        while True:
+            length = sizeof(addr)
+            memset(&addr, 0, sizeof(addr))
+            fd = fs_accept(self.listen_fd, <sockaddr *>&addr, &length)
+            if fd >= 0:
+                break
+            err = errno
+            if err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if err == ECONNABORTED or err == EPROTO:
+                continue  # the peer gave up while queued: try the next one
+            return None  # EAGAIN: drained; anything else: the next wakeup retries
+        try:
+            request = self.socket_class(self.family, self.type_, self.proto, fd)
+        except BaseException:
+            close(fd)
+            raise
+        return request, sockaddr_to_python(&addr, length)
+
+    cdef int dispatch(self, request, client_address) except -1:
+        if self.verify_request is None or self.verify_request(request, client_address):
+            try:
+                self.process(request, client_address)
+            except Exception:
+                self.server.handle_error(request, client_address)
+                self.end_request(request)
+            except BaseException:
+                self.end_request(request)
+                raise
+        else:
+            self.end_request(request)
+        return 0
+
+    cdef int process(self, request, client_address) except -1:
+        if self.process_request is not None:
+            self.process_request(request, client_address)
+            return 0
+        if self.finish_request is not None:
+            self.finish_request(request, client_address)
+        else:
+            self.server.RequestHandlerClass(request, client_address, self.server)
+        self.end_request(request)
+        return 0
+
+    cdef int end_request(self, request) except -1:
+        """shutdown_request(): shutdown(SHUT_WR) where it is TCPServer's, then close_request()."""
+        cdef int fd
+        if self.shutdown_request is not None:
+            self.shutdown_request(request)
+            return 0
+        if self.tcp_shutdown:
+            if type(request) is _socket.socket:
+                fd = request.fileno()
+                if fd >= 0:
+                    shutdown(fd, SHUT_WR)  # errors (ENOTCONN: the peer left) are ignored
+            else:
+                try:
+                    request.shutdown(_socket.SHUT_WR)
+                except OSError:
+                    pass
+        if self.close_socket:
+            request.close()
+        elif self.close_request is not None:
+            self.close_request(request)
+        return 0
+
+
+cdef class Loop:
+    """One serve_forever() run: the poller, the wakeup descriptor, and the loop itself."""
+
+    cdef fs_poller *poller
+    cdef int wake_r, wake_w
+    cdef bint closed
+
+    def __cinit__(self):
+        self.wake_r = self.wake_w = -1
+        self.poller = fs_poller_new()
+        if self.poller == NULL:
+            raise_errno()
+        if (fs_wakeup_open(&self.wake_r, &self.wake_w) < 0
+                or fs_poller_add(self.poller, self.wake_r, FS_READABLE) < 0):
+            err = errno
+            self.close()
+            raise_oserror(err)
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self):
+        """Free the poller and the wakeup descriptor; wake() does nothing afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        fs_wakeup_close(self.wake_r, self.wake_w)
+        fs_poller_free(self.poller)
+        self.poller = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def wake(self):
+        """End the current wait at once (shutdown() calls it). Runs with the GIL, as close()."""
+        if not self.closed and fs_wakeup_signal(self.wake_w) < 0:
+            raise_errno()
+
+    def serve_forever(self, server, poll_interval):
+        """The standard library's serve_forever loop, waiting in C and woken by wake()."""
+        if self.closed:
+            raise ValueError("serve_forever() on a closed Loop")
+        cdef Dispatcher dispatcher = Dispatcher(server)
+        cdef int listen_fd = dispatcher.listen_fd
+        cdef int was_nonblocking = 0
+        cdef int ms = timeout_ms(poll_interval)
+        if fs_poller_add(self.poller, listen_fd, FS_READABLE) < 0:
+            raise_errno()
+        if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
+            fs_poller_remove(self.poller, listen_fd)
+            raise_errno()
+        try:
+            self.run(server, dispatcher, ms)
+        finally:
+            if dispatcher.accept_in_c and not was_nonblocking:
+                fs_set_nonblocking(listen_fd, 0, NULL)
+            fs_poller_remove(self.poller, listen_fd)
+
+    cdef int run(self, server, Dispatcher dispatcher, int ms) except -1:
+        cdef fs_event events[8]
+        cdef int n, i
+        cdef bint listener_ready
+        while not server._BaseServer__shutdown_request:
+            n = self.wait(events, ms)
+            if server._BaseServer__shutdown_request:
+                break
+            listener_ready = False
+            for i in range(n):
+                if events[i].fd == self.wake_r:
+                    fs_wakeup_drain(self.wake_r)
+                else:
+                    listener_ready = True
+            if listener_ready:
+                dispatcher.handle_ready(ACCEPT_BATCH)
+            if dispatcher.service_actions is not None:
+                dispatcher.service_actions()
+        return 0
+
+    cdef int wait(self, fs_event *events, int ms) except -1:
+        """Wait without the GIL; a signal runs its Python handler (which may raise) and the wait
+        goes on for what is left of the timeout, as PEP 475 asks."""
+        cdef int n, err
+        deadline = monotonic() + ms / 1000.0 if ms > 0 else None
+        while True:
+            with nogil:
+                n = fs_poller_wait(self.poller, events, EVENTS_MAX, ms)
+                err = errno
+            if n >= 0:
+                return n
+            if err != EINTR:
+                raise_oserror(err)
+            PyErr_CheckSignals()
+            if deadline is not None:
+                ms = timeout_ms(max(deadline - monotonic(), 0.0))
+
+
+def handle_request(server):
+    """The standard library's handle_request(): wait up to the timeout, then handle one request."""
+    timeout = server.socket.gettimeout()
+    if timeout is None:
+        timeout = server.timeout
+    elif server.timeout is not None:
+        timeout = min(timeout, server.timeout)
+    deadline = None if timeout is None else monotonic() + timeout
+    cdef Dispatcher dispatcher = Dispatcher(server)
+    while True:
+        if wait_readable(dispatcher.listen_fd, timeout_ms(timeout)):
+            return handle_one(dispatcher)
+        if deadline is not None:
+            timeout = deadline - monotonic()
+            if timeout < 0:
+                return server.handle_timeout()
+
+
+cdef object handle_one(Dispatcher dispatcher):
+    cdef int was_nonblocking = 0
+    if not dispatcher.accept_in_c:
+        dispatcher.handle_ready(1)
+        return None
+    if fs_set_nonblocking(dispatcher.listen_fd, 1, &was_nonblocking) < 0:
+        raise_errno()
+    try:
+        request = dispatcher.accept()
+    finally:
+        if not was_nonblocking:
+            fs_set_nonblocking(dispatcher.listen_fd, 0, NULL)
+    if request is not None:
+        dispatcher.dispatch(request[0], request[1])
+    return None
+
+
+cdef bint wait_readable(int fd, int ms) except -1:
+    """Wait without the GIL; after a signal (its Python handler may raise) say not ready, so
+    that the caller waits again for what is left of its timeout."""
+    cdef int ready, err
+    with nogil:
+        ready = fs_wait_readable(fd, ms)
+        err = errno
+    if ready >= 0:
+        return ready
+    if err != EINTR:
+        raise_oserror(err)
+    PyErr_CheckSignals()
+    return False

@@ -1,0 +1,100 @@
+"""The pure-Python core: the reference the compiled core must match, and the fallback.
+
+It runs the standard library's loop over ``selectors``, with one addition: a wakeup descriptor
+registered beside the listening socket, so that ``shutdown()`` ends the wait at once instead of
+after ``poll_interval``.
+"""
+
+import os
+import selectors
+import threading
+from time import monotonic
+
+_Selector = selectors.DefaultSelector
+POLLER = _Selector.__name__.removesuffix("Selector").lower()
+
+
+def _wakeup_pair():
+    """(read end, write end); the same descriptor twice for an eventfd."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        return fd, fd
+    r, w = os.pipe()
+    for fd in (r, w):
+        os.set_blocking(fd, False)
+    return r, w
+
+
+class Loop:
+    """One serve_forever() run: a selector over the server and a wakeup descriptor."""
+
+    def __init__(self):
+        self._lock = threading.Lock()  # wake() must never write to a descriptor close() freed
+        self._wake_r, self._wake_w = _wakeup_pair()
+        self._closed = False
+
+    def wake(self):
+        """End the current wait at once; a no-op once the loop is closed."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._wake_w, (1).to_bytes(8, "little"))
+            except BlockingIOError:
+                pass  # already signalled
+
+    def _drain(self):
+        try:
+            os.read(self._wake_r, 8 if self._wake_r == self._wake_w else 4096)
+        except BlockingIOError:
+            pass
+
+    def close(self):
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._wake_r)
+            if self._wake_w != self._wake_r:
+                os.close(self._wake_w)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def serve_forever(self, server, poll_interval):
+        with _Selector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not server._BaseServer__shutdown_request:
+                ready = selector.select(poll_interval)
+                if server._BaseServer__shutdown_request:
+                    break
+                for key, _ in ready:
+                    if key.fileobj is server:
+                        server._handle_request_noblock()
+                    else:
+                        self._drain()
+                server.service_actions()
+
+
+def handle_request(server):
+    """The standard library's handle_request(): wait up to the timeout, then handle one request."""
+    timeout = server.socket.gettimeout()
+    if timeout is None:
+        timeout = server.timeout
+    elif server.timeout is not None:
+        timeout = min(timeout, server.timeout)
+    if timeout is not None:
+        deadline = monotonic() + timeout
+    with _Selector() as selector:
+        selector.register(server, selectors.EVENT_READ)
+        while True:
+            if selector.select(timeout):
+                return server._handle_request_noblock()
+            if timeout is not None:
+                timeout = deadline - monotonic()
+                if timeout < 0:
+                    return server.handle_timeout()

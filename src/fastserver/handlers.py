@@ -1,0 +1,103 @@
+"""BaseRequestHandler, StreamRequestHandler and DatagramRequestHandler, as in the stdlib."""
+
+import socket
+from io import BufferedIOBase, BytesIO
+
+__all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
+
+
+class BaseRequestHandler:
+    """Base class for request handler classes.
+
+    An instance is created for each request; the constructor sets the instance variables request,
+    client_address and server, then calls setup(), handle() and finish() (the last even when
+    handle() raises). Override handle() to serve a request; setup() and finish() may be overridden
+    to prepare and to clean up.
+    """
+
+    def __init__(self, request, client_address, server):
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+        try:
+            self.handle()
+        finally:
+            self.finish()
+
+    def setup(self):
+        pass
+
+    def handle(self):
+        pass
+
+    def finish(self):
+        pass
+
+
+class StreamRequestHandler(BaseRequestHandler):
+    """Define self.rfile and self.wfile for stream sockets.
+
+    Class variables that may be overridden:
+
+    - rbufsize: rfile's buffer size (-1, the default, for io's default; 0 is not allowed by makefile)
+    - wbufsize: wfile's buffer size (0, the default, writes each call through unbuffered)
+    - timeout: a socket timeout for the connection, in seconds (default None: none)
+    - disable_nagle_algorithm: set TCP_NODELAY on the connection (default False)
+    """
+
+    rbufsize = -1
+    wbufsize = 0
+    timeout = None
+    disable_nagle_algorithm = False
+
+    def setup(self):
+        self.connection = self.request
+        if self.timeout is not None:
+            self.connection.settimeout(self.timeout)
+        if self.disable_nagle_algorithm:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        if self.wbufsize == 0:
+            self.wfile = _SocketWriter(self.connection)
+        else:
+            self.wfile = self.connection.makefile("wb", self.wbufsize)
+
+    def finish(self):
+        if not self.wfile.closed:
+            try:
+                self.wfile.flush()
+            except OSError:
+                pass  # the peer went away: nothing left to deliver
+        self.wfile.close()
+        self.rfile.close()
+
+
+class _SocketWriter(BufferedIOBase):
+    """Unbuffered wfile: every write() is one sendall(), so data goes out without flush()."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+    def fileno(self):
+        return self._sock.fileno()
+
+
+class DatagramRequestHandler(BaseRequestHandler):
+    """Define self.rfile (the datagram) and self.wfile (the reply, sent by finish())."""
+
+    def setup(self):
+        self.packet, self.socket = self.request
+        self.rfile = BytesIO(self.packet)
+        self.wfile = BytesIO()
+
+    def finish(self):
+        self.socket.sendto(self.wfile.getvalue(), self.client_address)

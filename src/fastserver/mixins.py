@@ -1,0 +1,158 @@
+"""ThreadingMixIn and ForkingMixIn: a thread or a child process per request, as in the stdlib."""
+
+import os
+import threading
+
+__all__ = ["ThreadingMixIn"]
+if hasattr(os, "fork"):
+    __all__ += ["ForkingMixIn"]
+
+
+class _NoThreads:
+    """What ``_threads`` is when no thread is to be joined (block_on_close is false)."""
+
+    def append(self, thread):
+        pass
+
+    def join(self):
+        pass
+
+    def __len__(self):
+        return 0
+
+
+class _Threads(list):
+    """The request threads server_close() must join; finished ones are dropped as new ones come."""
+
+    def append(self, thread):
+        self[:] = [t for t in self if t.is_alive()]
+        super().append(thread)
+
+    def pop_all(self):
+        self[:], taken = [], self[:]
+        return taken
+
+    def join(self):
+        for thread in self.pop_all():
+            thread.join()
+
+
+class ThreadingMixIn:
+    """Mix-in class to handle each request in a new thread.
+
+    Class variables that may be overridden:
+
+    - daemon_threads: request threads do not keep the interpreter alive (default False)
+    - block_on_close: server_close() waits for the request threads (default True)
+    """
+
+    daemon_threads = False
+    block_on_close = True
+    _threads = _NoThreads()
+
+    def process_request_thread(self, request, client_address):
+        """Same as in BaseServer but as a thread.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request, client_address):
+        """Start a new thread to process the request."""
+        if self.block_on_close:
+            vars(self).setdefault("_threads", _Threads())
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address))
+        thread.daemon = self.daemon_threads
+        self._threads.append(thread)
+        thread.start()
+
+    def server_close(self):
+        super().server_close()
+        self._threads.join()
+
+
+if hasattr(os, "fork"):
+
+    class ForkingMixIn:
+        """Mix-in class to handle each request in a new process.
+
+        Class variables that may be overridden:
+
+        - timeout: seconds handle_request() waits before reaping children (default 300)
+        - max_children: more children than this make the server wait for one to exit (40)
+        - block_on_close: server_close() waits for every child (default True)
+
+        Instance variables:
+
+        - active_children: the pids of the running children (None before the first)
+        """
+
+        timeout = 300
+        active_children = None
+        max_children = 40
+        block_on_close = True
+
+        def collect_children(self, *, blocking=False):
+            """Reap the children that have exited; wait while there are max_children or more."""
+            if self.active_children is None:
+                return
+            # Over the limit: wait for any child to exit, one at a time, as the stdlib does.
+            while len(self.active_children) >= self.max_children:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                    self.active_children.discard(pid)
+                except ChildProcessError:
+                    self.active_children.clear()  # none of ours is left
+                except OSError:
+                    break
+            # Then reap those that have finished, waiting only when told to. Waiting on each pid
+            # of ours (not -1) leaves any other child of the process to its owner.
+            for pid in self.active_children.copy():
+                try:
+                    flags = 0 if blocking else os.WNOHANG
+                    done, _ = os.waitpid(pid, flags)
+                    self.active_children.discard(done)
+                except ChildProcessError:
+                    self.active_children.discard(pid)  # already reaped elsewhere
+                except OSError:
+                    pass
+
+        def handle_timeout(self):
+            """Wait for zombies after self.timeout seconds of inactivity."""
+            self.collect_children()
+
+        def service_actions(self):
+            """Collect the zombie child processes regularly in the ForkingMixIn."""
+            self.collect_children()
+
+        def process_request(self, request, client_address):
+            """Fork a new subprocess to process the request."""
+            pid = os.fork()
+            if pid:
+                if self.active_children is None:
+                    self.active_children = set()
+                self.active_children.add(pid)
+                self.close_request(request)
+                return
+            # The child: handle the request and exit without returning into the loop.
+            status = 1
+            try:
+                self.finish_request(request, client_address)
+                status = 0
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                try:
+                    self.shutdown_request(request)
+                finally:
+                    os._exit(status)
+
+        def server_close(self):
+            super().server_close()
+            self.collect_children(blocking=self.block_on_close)

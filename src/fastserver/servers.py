@@ -1,0 +1,382 @@
+"""BaseServer, TCPServer, UDPServer and the Unix servers: the standard library's API.
+
+The classes keep every method, attribute and call order of ``socketserver``; the only thing they do
+differently is hand their loops (``serve_forever`` and ``handle_request``) to the active core
+(:mod:`fastserver._core`, or :mod:`fastserver._pure` where the extension is not available).
+"""
+
+import socket
+import sys
+import threading
+import traceback
+
+from . import _backend
+
+__all__ = ["BaseServer", "TCPServer", "UDPServer"]
+if hasattr(socket, "AF_UNIX"):
+    __all__ += ["UnixStreamServer", "UnixDatagramServer"]
+
+
+class BaseServer:
+    """Base class for server classes.
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you do not use serve_forever()
+    - fileno() -> int   # for selector
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - server_close()
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - service_actions()
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - allow_reuse_address
+    - allow_reuse_port
+
+    Instance variables:
+
+    - RequestHandlerClass
+    - socket
+
+    The loops run in the compiled core: a hook that a subclass (or an instance) overrides is called
+    exactly where the standard library calls it; one that is not overridden runs without a Python
+    call. Overrides are looked up once at the start of each ``serve_forever``/``handle_request``.
+    """
+
+    timeout = None
+
+    def __init__(self, server_address, RequestHandlerClass):
+        """Constructor.  May be extended, do not override."""
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        self.__is_shut_down = threading.Event()
+        self.__shutdown_request = False
+        self.__loop = None
+
+    def server_activate(self):
+        """Called by constructor to activate the server.  May be overridden."""
+
+    def serve_forever(self, poll_interval=0.5):
+        """Handle one request at a time until shutdown.
+
+        Polls for shutdown every poll_interval seconds; ``shutdown()`` itself wakes the loop at
+        once. service_actions() is called after each wait, as in the standard library.
+        """
+        self.__is_shut_down.clear()
+        try:
+            with _backend.core.Loop() as loop:
+                self.__loop = loop
+                try:
+                    loop.serve_forever(self, poll_interval)
+                finally:
+                    self.__loop = None
+        finally:
+            self.__shutdown_request = False
+            self.__is_shut_down.set()
+
+    def shutdown(self):
+        """Stop the serve_forever loop and wait until it has stopped.
+
+        Must be called while serve_forever() is running in another thread, or it will deadlock.
+        """
+        self.__shutdown_request = True
+        loop = self.__loop
+        if loop is not None:
+            loop.wake()
+        self.__is_shut_down.wait()
+
+    def service_actions(self):
+        """Called by the serve_forever() loop.
+
+        May be overridden by a subclass / Mixin to implement any code that needs to be run during
+        the loop.
+        """
+
+    def handle_request(self):
+        """Handle one request, possibly blocking.
+
+        Respects self.timeout.
+        """
+        return _backend.core.handle_request(self)
+
+    def _handle_request_noblock(self):
+        """Handle one request, without blocking.
+
+        The loop calls this only after the socket is ready for reading; get_request() may still
+        block if another process took the connection first.
+        """
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if self.verify_request(request, client_address):
+            try:
+                self.process_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+                self.shutdown_request(request)
+            except:  # noqa: E722 - a BaseException still releases the request
+                self.shutdown_request(request)
+                raise
+        else:
+            self.shutdown_request(request)
+
+    def handle_timeout(self):
+        """Called if no new request arrives within self.timeout.
+
+        Overridden by ForkingMixIn.
+        """
+
+    def verify_request(self, request, client_address):
+        """Verify the request.  May be overridden.
+
+        Return True if we should proceed with this request.
+        """
+        return True
+
+    def process_request(self, request, client_address):
+        """Call finish_request.
+
+        Overridden by ForkingMixIn and ThreadingMixIn.
+        """
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def server_close(self):
+        """Called to clean-up the server.  May be overridden."""
+
+    def finish_request(self, request, client_address):
+        """Finish one request by instantiating RequestHandlerClass."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request):
+        """Called to shutdown and close an individual request."""
+        self.close_request(request)
+
+    def close_request(self, request):
+        """Called to clean up an individual request."""
+
+    def handle_error(self, request, client_address):
+        """Handle an error gracefully.  May be overridden.
+
+        The default is to print a traceback and continue.
+        """
+        print("-" * 40, file=sys.stderr)
+        print("Exception occurred during processing of request from", client_address,
+              file=sys.stderr)
+        traceback.print_exc()
+        print("-" * 40, file=sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.server_close()
+
+
+class TCPServer(BaseServer):
+    """Base class for various socket-based server classes.
+
+    Defaults to synchronous IP stream (i.e., TCP).
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass, bind_and_activate=True)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you don't use serve_forever()
+    - fileno() -> int   # for selector
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - request_queue_size (only for stream sockets)
+    - allow_reuse_address
+    - allow_reuse_port
+
+    Instance variables:
+
+    - server_address
+    - RequestHandlerClass
+    - socket
+    """
+
+    address_family = socket.AF_INET
+    socket_type = socket.SOCK_STREAM
+    request_queue_size = 5
+    allow_reuse_address = False
+    allow_reuse_port = False
+
+    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
+        """Constructor.  May be extended, do not override."""
+        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except:  # noqa: E722 - close the socket whatever went wrong
+                self.server_close()
+                raise
+
+    def server_bind(self):
+        """Called by constructor to bind the socket.  May be overridden."""
+        if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self):
+        """Called by constructor to activate the server.  May be overridden."""
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self):
+        """Called to clean-up the server.  May be overridden."""
+        self.socket.close()
+
+    def fileno(self):
+        """Return socket file number.  Interface required by selector."""
+        return self.socket.fileno()
+
+    def get_request(self):
+        """Get the request and client address from the socket.  May be overridden."""
+        return self.socket.accept()
+
+    def shutdown_request(self, request):
+        """Called to shutdown and close an individual request."""
+        try:
+            # Explicitly shut down: socket.close() merely releases the socket and waits for GC
+            # to perform the actual close.
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # some platforms raise ENOTCONN here
+        self.close_request(request)
+
+    def close_request(self, request):
+        """Called to clean up an individual request."""
+        request.close()
+
+
+class UDPServer(TCPServer):
+    """UDP server class."""
+
+    allow_reuse_address = False
+    allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    max_packet_size = 8192
+
+    def get_request(self):
+        data, client_addr = self.socket.recvfrom(self.max_packet_size)
+        return (data, self.socket), client_addr
+
+    def server_activate(self):
+        # No need to call listen() for UDP.
+        pass
+
+    def shutdown_request(self, request):
+        # No need to shutdown anything.
+        self.close_request(request)
+
+    def close_request(self, request):
+        # No need to close anything.
+        pass
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class UnixStreamServer(TCPServer):
+        address_family = socket.AF_UNIX
+
+    class UnixDatagramServer(UDPServer):
+        address_family = socket.AF_UNIX
+
+
+def _is_default(server, name, default):
+    """True when ``server.<name>`` is fastserver's own ``default`` (not overridden anywhere)."""
+    return name not in vars(server) and getattr(type(server), name, None) is default
+
+
+class Hooks:
+    """Which of a server's hooks the core must call in Python, decided once per loop.
+
+    Each attribute is None where the core runs fastserver's default itself, else the bound method
+    to call. ``accept`` is True where the core may accept connections itself (a stream socket of
+    the plain ``socket.socket`` type and the default get_request).
+    """
+
+    __slots__ = ("accept", "get_request", "handle_noblock", "verify_request", "process_request",
+                 "finish_request", "shutdown_request", "close_request", "service_actions")
+
+    # A core runs these defaults itself; anything else is a bound method.
+    SHUTDOWN_TCP = "shutdown+close"
+    CLOSE_SOCKET = "close"
+
+    def __init__(self, server):
+        def hook(name, *defaults):
+            if any(_is_default(server, name, d) for d in defaults):
+                return None
+            return getattr(server, name)
+
+        self.handle_noblock = hook("_handle_request_noblock", BaseServer._handle_request_noblock)
+        self.get_request = hook("get_request", TCPServer.get_request)
+        sock = getattr(server, "socket", None)
+        self.accept = (self.get_request is None and type(sock) is socket.socket
+                       and sock.type == socket.SOCK_STREAM)
+        if self.get_request is None and not self.accept:
+            self.get_request = server.get_request
+        self.verify_request = hook("verify_request", BaseServer.verify_request)
+        self.process_request = hook("process_request", BaseServer.process_request)
+        self.finish_request = hook("finish_request", BaseServer.finish_request)
+        self.service_actions = hook("service_actions", BaseServer.service_actions)
+        if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
+            self.shutdown_request = self.SHUTDOWN_TCP
+        else:
+            self.shutdown_request = hook("shutdown_request", BaseServer.shutdown_request,
+                                         UDPServer.shutdown_request)
+        if _is_default(server, "close_request", TCPServer.close_request):
+            self.close_request = self.CLOSE_SOCKET
+        else:
+            self.close_request = hook("close_request", BaseServer.close_request,
+                                      UDPServer.close_request)
+
