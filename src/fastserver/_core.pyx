@@ -39,6 +39,12 @@ cdef extern from "<netinet/in.h>" nogil:
     unsigned short ntohs(unsigned short)
     unsigned int ntohl(unsigned int)
 
+cdef extern from "<netinet/tcp.h>" nogil:
+    enum: IPPROTO_TCP, TCP_NODELAY
+
+cdef extern from "<sys/socket.h>" nogil:
+    int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
+
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
@@ -127,7 +133,7 @@ cdef class Dispatcher:
     cdef object socket_class
     cdef object get_request, handle_noblock, verify_request, process_request
     cdef object finish_request, shutdown_request, close_request, service_actions
-    cdef bint tcp_shutdown, close_socket
+    cdef bint tcp_shutdown, close_socket, nodelay
 
     def __cinit__(self, server):
         self.server = server
@@ -153,12 +159,14 @@ cdef class Dispatcher:
             self.type_ = sock.type
             self.proto = sock.proto
             self.socket_class = type(sock)
+            self.nodelay = bool(server.tcp_nodelay) and self.family in (AF_INET, AF_INET6)
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
                 self.get_request = server.get_request
 
-    cdef int handle_ready(self, int limit) except -1:
-        """Handle up to ``limit`` ready connections, as _handle_request_noblock does each."""
+    cdef int handle_ready(self, int limit, accepting=None) except -1:
+        """Handle up to ``limit`` ready connections, as _handle_request_noblock does each; stop
+        early on shutdown() or when ``accepting()`` says the server can take no more."""
         cdef int handled = 0
         if not self.accept_in_c:
             if self.handle_noblock is not None:
@@ -169,7 +177,8 @@ cdef class Dispatcher:
                     self.dispatch(request[0], request[1])
             return 1
         while handled < limit:
-            if handled and self.server._BaseServer__shutdown_request:
+            if handled and (self.server._BaseServer__shutdown_request
+                            or (accepting is not None and not accepting())):
                 break
             request = self.accept()
             if request is None:
@@ -203,6 +212,9 @@ cdef class Dispatcher:
             if err == ECONNABORTED or err == EPROTO:
                 continue  # the peer gave up while queued: try the next one
             return None  # EAGAIN: drained; anything else: the next wakeup retries
+        cdef int one = 1
+        if self.nodelay:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))  # as get_request does
         try:
             request = self.socket_class(self.family, self.type_, self.proto, fd)
         except BaseException:
@@ -322,8 +334,17 @@ cdef class Loop:
     cdef int run(self, server, Dispatcher dispatcher, int ms) except -1:
         cdef fs_event events[8]
         cdef int n, i
-        cdef bint listener_ready
+        cdef bint listener_ready, armed = True, wanted
+        accepting = dispatcher.hooks.accepting
         while not server._BaseServer__shutdown_request:
+            if accepting is not None:
+                wanted = accepting()
+                if wanted != armed:
+                    if wanted and fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
+                        raise_errno()
+                    if not wanted:
+                        fs_poller_remove(self.poller, dispatcher.listen_fd)
+                    armed = wanted
             n = self.wait(events, ms)
             if server._BaseServer__shutdown_request:
                 break
@@ -334,9 +355,11 @@ cdef class Loop:
                 else:
                     listener_ready = True
             if listener_ready:
-                dispatcher.handle_ready(ACCEPT_BATCH)
+                dispatcher.handle_ready(ACCEPT_BATCH, accepting)
             if dispatcher.service_actions is not None:
                 dispatcher.service_actions()
+        if not armed:  # serve_forever() removes it
+            fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE)
         return 0
 
     cdef int wait(self, fs_event *events, int ms) except -1:

@@ -68,7 +68,18 @@ class Loop:
         with _Selector() as selector:
             selector.register(server, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
+            accepting = getattr(server, "_accepting", None)
+            if getattr(server, "max_threads", None) is None:
+                accepting = None
+            armed = True
             while not server._BaseServer__shutdown_request:
+                if accepting is not None and accepting() != armed:
+                    # A full thread pool: leave connections queued until a thread is free.
+                    armed = not armed
+                    if armed:
+                        selector.register(server, selectors.EVENT_READ)
+                    else:
+                        selector.unregister(server)
                 ready = selector.select(poll_interval)
                 if server._BaseServer__shutdown_request:
                     break

@@ -1,7 +1,8 @@
 """ThreadingMixIn and ForkingMixIn: a thread or a child process per request, as in the stdlib."""
 
 import os
-import threading
+
+from ._pool import ThreadPool
 
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
@@ -9,45 +10,35 @@ if hasattr(os, "fork"):
 
 
 class _NoThreads:
-    """What ``_threads`` is when no thread is to be joined (block_on_close is false)."""
-
-    def append(self, thread):
-        pass
+    """What ``_threads`` is before the first request: nothing to join."""
 
     def join(self):
+        pass
+
+    def close(self):
         pass
 
     def __len__(self):
         return 0
 
 
-class _Threads(list):
-    """The request threads server_close() must join; finished ones are dropped as new ones come."""
-
-    def append(self, thread):
-        self[:] = [t for t in self if t.is_alive()]
-        super().append(thread)
-
-    def pop_all(self):
-        self[:], taken = [], self[:]
-        return taken
-
-    def join(self):
-        for thread in self.pop_all():
-            thread.join()
-
-
 class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread.
+
+    As in the standard library there is one thread per concurrent request, but threads are reused:
+    one that finishes a request takes the next instead of exiting (see ``fastserver._pool``).
 
     Class variables that may be overridden:
 
     - daemon_threads: request threads do not keep the interpreter alive (default False)
-    - block_on_close: server_close() waits for the request threads (default True)
+    - block_on_close: server_close() waits for the running requests (default True)
+    - max_threads: at most this many requests run at once (default None: no limit); while all
+      are busy the loop stops accepting and new connections wait in the kernel's backlog
     """
 
     daemon_threads = False
     block_on_close = True
+    max_threads = None
     _threads = _NoThreads()
 
     def process_request_thread(self, request, client_address):
@@ -63,18 +54,27 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def process_request(self, request, client_address):
-        """Start a new thread to process the request."""
-        if self.block_on_close:
-            vars(self).setdefault("_threads", _Threads())
-        thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address))
-        thread.daemon = self.daemon_threads
-        self._threads.append(thread)
-        thread.start()
+        """Run the request on a free thread (a parked one, else a new one)."""
+        pool = self._threads
+        if type(pool) is not ThreadPool:
+            pool = self._threads = ThreadPool(self.max_threads, self._wake_loop)
+        pool.submit(self.process_request_thread, (request, client_address), self.daemon_threads)
+
+    def _accepting(self):
+        """False while max_threads requests run: the loop then leaves connections queued."""
+        return not self._threads.full() if type(self._threads) is ThreadPool else True
+
+    def _wake_loop(self):
+        loop = self._BaseServer__loop
+        if loop is not None:
+            loop.wake()
 
     def server_close(self):
         super().server_close()
-        self._threads.join()
+        if self.block_on_close:
+            self._threads.join()
+        else:
+            self._threads.close()
 
 
 if hasattr(os, "fork"):
