@@ -16,17 +16,25 @@ CORES = {"python": _pure}
 if _compiled is not None:
     CORES["cython"] = _compiled
 
+try:
+    from . import _stream
+except ImportError:
+    _stream = None
+
 core = _pure
+stream_files = _pure.stream_files  # StreamRequestHandler's (rfile, wfile) maker
 implementation = ""
 
 
 def use(name):
     """Make the core called ``name`` ("cython" or "python") run every loop from now on."""
-    global core, implementation
+    global core, implementation, stream_files
     try:
         core = CORES[name]
     except KeyError:
         raise ValueError(f"no {name!r} core here; available: {sorted(CORES)}") from None
+    compiled_streams = core is not _pure and _stream is not None
+    stream_files = _stream.stream_files if compiled_streams else _pure.stream_files
     implementation = f"{name}-{core.POLLER}"
     return implementation
 

@@ -8,6 +8,7 @@ after ``poll_interval``.
 import os
 import selectors
 import threading
+from io import BufferedIOBase
 from time import monotonic
 
 _Selector = selectors.DefaultSelector
@@ -109,3 +110,28 @@ def handle_request(server):
                 timeout = deadline - monotonic()
                 if timeout < 0:
                     return server.handle_timeout()
+
+
+def stream_files(sock, rbufsize, wbufsize):
+    """(rfile, wfile) for StreamRequestHandler, as the stdlib makes them."""
+    rfile = sock.makefile("rb", rbufsize)
+    wfile = _SocketWriter(sock) if wbufsize == 0 else sock.makefile("wb", wbufsize)
+    return rfile, wfile
+
+
+class _SocketWriter(BufferedIOBase):
+    """Unbuffered wfile: every write() is one sendall(), so data goes out without flush()."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+    def fileno(self):
+        return self._sock.fileno()

@@ -1,7 +1,9 @@
 """BaseRequestHandler, StreamRequestHandler and DatagramRequestHandler, as in the stdlib."""
 
 import socket
-from io import BufferedIOBase, BytesIO
+from io import BytesIO
+
+from . import _backend
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -57,11 +59,8 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
-        if self.wbufsize == 0:
-            self.wfile = _SocketWriter(self.connection)
-        else:
-            self.wfile = self.connection.makefile("wb", self.wbufsize)
+        self.rfile, self.wfile = _backend.stream_files(self.connection, self.rbufsize,
+                                                       self.wbufsize)
 
     def finish(self):
         if not self.wfile.closed:
@@ -71,24 +70,6 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass  # the peer went away: nothing left to deliver
         self.wfile.close()
         self.rfile.close()
-
-
-class _SocketWriter(BufferedIOBase):
-    """Unbuffered wfile: every write() is one sendall(), so data goes out without flush()."""
-
-    def __init__(self, sock):
-        self._sock = sock
-
-    def writable(self):
-        return True
-
-    def write(self, b):
-        self._sock.sendall(b)
-        with memoryview(b) as view:
-            return view.nbytes
-
-    def fileno(self):
-        return self._sock.fileno()
 
 
 class DatagramRequestHandler(BaseRequestHandler):

@@ -266,6 +266,25 @@ class TCPServer(BaseServer):
                 self.server_close()
                 raise
 
+    @classmethod
+    def from_socket(cls, sock, RequestHandlerClass, **kwargs):
+        """A server on ``sock``, a socket already bound (and listening, for a stream socket).
+
+        For sockets inherited from a supervisor or passed by systemd's socket activation. The
+        server owns the socket from then on: server_close() closes it. Extra keyword arguments go
+        to the constructor (which neither binds nor activates).
+        """
+        if sock.type != cls.socket_type:
+            raise ValueError(f"{cls.__name__} needs a socket of type {cls.socket_type!r}, "
+                             f"not {sock.type!r}")
+        server = cls(sock.getsockname(), RequestHandlerClass, bind_and_activate=False, **kwargs)
+        server.socket.close()
+        server.socket = sock
+        if sock.family != server.address_family:
+            server.address_family = sock.family
+        server.server_address = sock.getsockname()
+        return server
+
     def server_bind(self):
         """Called by constructor to bind the socket.  May be overridden."""
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
