@@ -9,7 +9,8 @@ library calls them; the defaults run here without a Python call.
 """
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport ECONNABORTED, EINTR, EPROTO, errno
+from libc.errno cimport (ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPROTO,
+                         errno)
 from libc.string cimport memset, strerror, strlen
 from libc.math cimport ceil
 from posix.unistd cimport close
@@ -63,6 +64,15 @@ cdef extern from *:
 # Connections accepted per readiness before the loop looks at its wakeup descriptor again.
 cdef int ACCEPT_BATCH = 32
 cdef int EVENTS_MAX = 8
+# Out of descriptors or memory, accept() fails at once for as long as it lasts: instead of spinning
+# (the stdlib's loop does), leave the client queued and retry after a delay that doubles from
+# BACKOFF_MIN_MS to BACKOFF_MAX_MS. Same policy as _pure.
+cdef int BACKOFF_MIN_MS = 1
+cdef int BACKOFF_MAX_MS = 50
+
+
+cdef inline bint out_of_resources(int err) noexcept:
+    return err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM
 cdef object _fsdecode = __import__("os").fsdecode
 
 cdef object _Hooks = None
@@ -134,6 +144,7 @@ cdef class Dispatcher:
     cdef object get_request, handle_noblock, verify_request, process_request
     cdef object finish_request, shutdown_request, close_request, service_actions
     cdef bint tcp_shutdown, close_socket, nodelay
+    cdef int accept_error  # errno of the last failed accept (0 after a success)
 
     def __cinit__(self, server):
         self.server = server
@@ -189,9 +200,12 @@ cdef class Dispatcher:
 
     cdef object next_request(self):
         try:
-            return self.get_request()
-        except OSError:
+            request = self.get_request()
+        except OSError as exc:
+            self.accept_error = exc.errno or 0
             return None
+        self.accept_error = 0
+        return request
 
     cdef object accept(self):
         """(socket, address) for the next connection, or None when there is none (or it failed:
@@ -204,8 +218,9 @@ cdef class Dispatcher:
             memset(&addr, 0, sizeof(addr))
             fd = fs_accept(self.listen_fd, <sockaddr *>&addr, &length)
             if fd >= 0:
+                self.accept_error = 0
                 break
-            err = errno
+            err = self.accept_error = errno
             if err == EINTR:
                 PyErr_CheckSignals()
                 continue
@@ -333,19 +348,21 @@ cdef class Loop:
 
     cdef int run(self, server, Dispatcher dispatcher, int ms) except -1:
         cdef fs_event events[8]
-        cdef int n, i
-        cdef bint listener_ready, armed = True, wanted
+        cdef int n, i, wait_ms, backoff_ms = 0
+        cdef bint listener_ready, armed = True, wanted, paused = False
         accepting = dispatcher.hooks.accepting
         while not server._BaseServer__shutdown_request:
-            if accepting is not None:
-                wanted = accepting()
-                if wanted != armed:
-                    if wanted and fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
+            # The listener is polled unless accepting is paused or the thread pool is full.
+            wanted = not paused and (accepting is None or accepting())
+            if wanted != armed:
+                if wanted:
+                    if fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
                         raise_errno()
-                    if not wanted:
-                        fs_poller_remove(self.poller, dispatcher.listen_fd)
-                    armed = wanted
-            n = self.wait(events, ms)
+                else:
+                    fs_poller_remove(self.poller, dispatcher.listen_fd)
+                armed = wanted
+            wait_ms = backoff_ms if paused and not 0 <= ms < backoff_ms else ms
+            n = self.wait(events, wait_ms)
             if server._BaseServer__shutdown_request:
                 break
             listener_ready = False
@@ -354,8 +371,15 @@ cdef class Loop:
                     fs_wakeup_drain(self.wake_r)
                 else:
                     listener_ready = True
-            if listener_ready:
+            if paused:
+                paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
+            elif listener_ready:
                 dispatcher.handle_ready(ACCEPT_BATCH, accepting)
+                if out_of_resources(dispatcher.accept_error):
+                    backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+                    paused = True
+                else:
+                    backoff_ms = 0
             if dispatcher.service_actions is not None:
                 dispatcher.service_actions()
         if not armed:  # serve_forever() removes it

@@ -5,6 +5,7 @@ registered beside the listening socket, so that ``shutdown()`` ends the wait at 
 after ``poll_interval``.
 """
 
+import errno
 import os
 import selectors
 import threading
@@ -13,6 +14,13 @@ from time import monotonic
 
 _Selector = selectors.DefaultSelector
 POLLER = _Selector.__name__.removesuffix("Selector").lower()
+
+# Out of descriptors or memory, accept() fails at once for as long as it lasts: instead of spinning
+# (the stdlib's loop does), leave the client queued and retry after a delay that doubles from
+# BACKOFF_MIN to BACKOFF_MAX seconds. Same policy as _core.
+BACKOFF_MIN = 0.001
+BACKOFF_MAX = 0.05
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 def _wakeup_pair():
@@ -72,23 +80,37 @@ class Loop:
             accepting = getattr(server, "_accepting", None)
             if getattr(server, "max_threads", None) is None:
                 accepting = None
-            armed = True
+            armed, paused, backoff = True, False, 0.0
             while not server._BaseServer__shutdown_request:
-                if accepting is not None and accepting() != armed:
-                    # A full thread pool: leave connections queued until a thread is free.
-                    armed = not armed
+                # The listener is polled unless accepting is paused or the thread pool is full.
+                wanted = not paused and (accepting is None or accepting())
+                if wanted != armed:
+                    armed = wanted
                     if armed:
                         selector.register(server, selectors.EVENT_READ)
                     else:
                         selector.unregister(server)
-                ready = selector.select(poll_interval)
+                timeout = poll_interval
+                if paused and (timeout is None or timeout > backoff):
+                    timeout = backoff
+                ready = selector.select(timeout)
                 if server._BaseServer__shutdown_request:
                     break
+                listener_ready = False
                 for key, _ in ready:
                     if key.fileobj is server:
-                        server._handle_request_noblock()
+                        listener_ready = True
                     else:
                         self._drain()
+                if paused:
+                    paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
+                elif listener_ready:
+                    server._handle_request_noblock()
+                    if server._BaseServer__accept_error in _OUT_OF_RESOURCES:
+                        backoff = min(max(2 * backoff, BACKOFF_MIN), BACKOFF_MAX)
+                        paused = True
+                    else:
+                        backoff = 0.0
                 server.service_actions()
 
 

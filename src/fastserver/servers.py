@@ -76,6 +76,7 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__loop = None
+        self.__accept_error = 0  # errno of the last failed get_request(), for the pure core
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -131,8 +132,10 @@ class BaseServer:
         """
         try:
             request, client_address = self.get_request()
-        except OSError:
+        except OSError as exc:
+            self.__accept_error = exc.errno or 0
             return
+        self.__accept_error = 0
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
