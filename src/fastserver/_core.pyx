@@ -326,6 +326,13 @@ cdef class Loop:
         if not self.closed and fs_wakeup_signal(self.wake_w) < 0:
             raise_errno()
 
+    def sleep(self, seconds):
+        """Wait until wake() or for ``seconds`` (the workers' supervisor waits so)."""
+        cdef fs_event events[8]
+        cdef int n = self.wait(events, timeout_ms(seconds))
+        if n > 0:
+            fs_wakeup_drain(self.wake_r)
+
     def serve_forever(self, server, poll_interval):
         """The standard library's serve_forever loop, waiting in C and woken by wake()."""
         if self.closed:

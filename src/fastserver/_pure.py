@@ -52,6 +52,13 @@ class Loop:
             except BlockingIOError:
                 pass  # already signalled
 
+    def sleep(self, seconds):
+        """Wait until wake() or for ``seconds``."""
+        with _Selector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            if selector.select(seconds):
+                self._drain()
+
     def _drain(self):
         try:
             os.read(self._wake_r, 8 if self._wake_r == self._wake_w else 4096)

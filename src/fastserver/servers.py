@@ -5,6 +5,7 @@ differently is hand their loops (``serve_forever`` and ``handle_request``) to th
 (:mod:`fastserver._core`, or :mod:`fastserver._pure` where the extension is not available).
 """
 
+import os
 import socket
 import sys
 import threading
@@ -18,6 +19,16 @@ if hasattr(socket, "AF_UNIX"):
 
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def _worker_count(workers):
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"workers must be an int, not {type(workers).__name__}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if workers > 1 and not hasattr(os, "fork"):
+        raise ValueError("workers > 1 needs os.fork(), which this platform lacks")
+    return workers
 
 
 class BaseServer:
@@ -68,6 +79,11 @@ class BaseServer:
     """
 
     timeout = None
+    # fastserver: worker processes (see fastserver.workers). With workers > 1, serve_forever()
+    # forks that many copies of the loop over the same socket and supervises them.
+    workers = 1
+    graceful_timeout = 10.0  # seconds a stopping worker may take to finish its requests
+    worker_id = None  # in a worker: its index, 0 to workers - 1
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -86,13 +102,20 @@ class BaseServer:
 
         Polls for shutdown every poll_interval seconds; ``shutdown()`` itself wakes the loop at
         once. service_actions() is called after each wait, as in the standard library.
+        With ``workers`` > 1, runs that many worker processes instead and supervises them.
         """
+        supervise = self.worker_id is None and _worker_count(self.workers) > 1
         self.__is_shut_down.clear()
         try:
             with _backend.core.Loop() as loop:
                 self.__loop = loop
                 try:
-                    loop.serve_forever(self, poll_interval)
+                    if supervise:
+                        from .workers import Supervisor
+
+                        Supervisor(self, loop, poll_interval).run()
+                    else:
+                        loop.serve_forever(self, poll_interval)
                 finally:
                     self.__loop = None
         finally:
