@@ -94,7 +94,8 @@ def install():
         return
     if stdlib is not None:
         bound = sorted(name for name, module in list(sys.modules.items())
-                       if name != "socketserver" and getattr(module, "socketserver", None) is stdlib)
+                       if name != "socketserver"
+                       and getattr(module, "socketserver", None) is stdlib)
         if bound:
             warnings.warn(f"fastserver.install(): already imported with the standard "
                           f"socketserver, left unchanged: {', '.join(bound)}",
@@ -104,7 +105,7 @@ def install():
 
 
 def _use_core(name):
-    """Run every loop on the core called ``name`` ("cython" or "python"); for tests and benchmarks."""
+    """Run every loop on the core ``name`` ("cython" or "python"); for tests and benchmarks."""
     global IMPLEMENTATION
     IMPLEMENTATION = _backend.use(name)
     return IMPLEMENTATION

@@ -18,7 +18,8 @@ _pools = weakref.WeakSet()
 
 
 def _release_parked_threads():
-    """At interpreter exit, parked threads must not hold it up (busy ones finish, as in the stdlib)."""
+    """At exit, parked threads must not hold the interpreter up (busy ones finish, as in the
+    stdlib)."""
     for pool in list(_pools):
         pool.close()
 

@@ -42,7 +42,7 @@ class StreamRequestHandler(BaseRequestHandler):
 
     Class variables that may be overridden:
 
-    - rbufsize: rfile's buffer size (-1, the default, for io's default; 0 is not allowed by makefile)
+    - rbufsize: rfile's buffer size (-1, the default, for io's default)
     - wbufsize: wfile's buffer size (0, the default, writes each call through unbuffered)
     - timeout: a socket timeout for the connection, in seconds (default None: none)
     - disable_nagle_algorithm: set TCP_NODELAY on the connection (default False)

@@ -403,8 +403,9 @@ class Hooks:
     the loop leaves connections in the backlog and waits to be woken.
     """
 
-    __slots__ = ("accept", "accepting", "get_request", "handle_noblock", "verify_request", "process_request",
-                 "finish_request", "shutdown_request", "close_request", "service_actions")
+    __slots__ = ("accept", "accepting", "get_request", "handle_noblock", "verify_request",
+                 "process_request", "finish_request", "shutdown_request", "close_request",
+                 "service_actions")
 
     # A core runs these defaults itself; anything else is a bound method.
     SHUTDOWN_TCP = "shutdown+close"
