@@ -47,6 +47,8 @@ class ThreadingMixIn:
         In addition, exception handling is done here.
         """
         try:
+            if self.proxy_protocol:
+                client_address = self.proxied_address(request, client_address)
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
@@ -143,6 +145,8 @@ if hasattr(os, "fork"):
             # The child: handle the request and exit without returning into the loop.
             status = 1
             try:
+                if self.proxy_protocol:
+                    client_address = self.proxied_address(request, client_address)
                 self.finish_request(request, client_address)
                 status = 0
             except Exception:

@@ -84,6 +84,10 @@ class BaseServer:
     workers = 1
     graceful_timeout = 10.0  # seconds a stopping worker may take to finish its requests
     worker_id = None  # in a worker: its index, 0 to workers - 1
+    # fastserver: read a PROXY protocol header (v1 or v2, see fastserver.proxy) from each connection
+    # before its handler runs, and give the handler the client's address that it names.
+    proxy_protocol = False
+    proxy_timeout = 5.0  # seconds the header may take to arrive
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -189,8 +193,23 @@ class BaseServer:
 
         Overridden by ForkingMixIn and ThreadingMixIn.
         """
+        if self.proxy_protocol:
+            client_address = self.proxied_address(request, client_address)
         self.finish_request(request, client_address)
         self.shutdown_request(request)
+
+    def proxied_address(self, request, client_address):
+        """The client's address from the connection's PROXY header (fastserver, proxy_protocol).
+
+        Called where the request is processed (its thread or child process) before
+        finish_request(). A missing, malformed or late header raises (ProxyError, TimeoutError,
+        OSError): the request then goes to handle_error() and is closed, never served. A LOCAL or
+        UNKNOWN header (a health check) keeps the connection's own peer address.
+        """
+        from .proxy import read_header
+
+        header = read_header(request, timeout=self.proxy_timeout)
+        return client_address if header.source is None else header.source
 
     def server_close(self):
         """Called to clean-up the server.  May be overridden."""
@@ -426,6 +445,8 @@ class Hooks:
             self.get_request = server.get_request
         self.verify_request = hook("verify_request", BaseServer.verify_request)
         self.process_request = hook("process_request", BaseServer.process_request)
+        if self.process_request is None and server.proxy_protocol:
+            self.process_request = server.process_request  # reads the header in Python
         self.finish_request = hook("finish_request", BaseServer.finish_request)
         self.service_actions = hook("service_actions", BaseServer.service_actions)
         self.accepting = None
