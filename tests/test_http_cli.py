@@ -1,0 +1,384 @@
+"""``python -m fastserver.http``: http.server's command line on fastserver.
+
+Each test runs the command line in a subprocess (the installed package, or ``PYTHONPATH=src``:
+the environment is passed through) and, where it can, ``python -m http.server`` of the same
+Python next to it on the same directory: what a client sees must be the same from both.
+"""
+
+import http.client
+import importlib.util
+import os
+import pathlib
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+import fastserver
+
+TIMEOUT = 10  # seconds, for every socket and every wait on a subprocess
+START_TIMEOUT = 60  # a cold interpreter on a slow CI machine
+SERVING = re.compile(r"^Serving HTTP on (?P<host>\S+) port (?P<port>\d+) "
+                     r"\(http://(?P<url_host>\S+):(?P=port)/\) \.\.\.$")
+HELLO = b"hello from fastserver\n"
+
+needs_protocol_option = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="http.server has no --protocol before Python 3.11")
+
+
+def environment(**extra):
+    """os.environ for a subprocess that runs elsewhere: PYTHONPATH entries made absolute (the
+    tests run with the installed package or with ``PYTHONPATH=src``)."""
+    env = dict(os.environ, **extra)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) if entry else entry
+                                            for entry in env["PYTHONPATH"].split(os.pathsep))
+    return env
+
+
+class Server:
+    """A ``python -m <module>`` HTTP server in a subprocess; stop() kills it if still running."""
+
+    def __init__(self, module, *args, cwd, unbuffered=False):
+        env = environment()
+        if unbuffered:  # http.server does not flush its "Serving" line; fastserver.http does
+            env["PYTHONUNBUFFERED"] = "1"
+        self.stdout, self.stderr = [], []
+        self._lines = queue.Queue()
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self._lines),
+                             daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, None),
+                             daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.line = self._serving_line()
+        match = SERVING.match(self.line)
+        assert match, f"unexpected first line: {self.line!r}"
+        self.host, self.port = match["host"], int(match["port"])
+
+    @staticmethod
+    def _read(stream, lines, sink):
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            lines.append(line)
+            if sink is not None:
+                sink.put(line)
+        if sink is not None:
+            sink.put(None)
+
+    def _serving_line(self):
+        try:
+            line = self._lines.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            line = None
+        if line is None:
+            self.stop()
+            pytest.fail(f"no 'Serving' line from {self.proc.args}:\n" + "\n".join(self.stderr))
+        return line
+
+    def url(self, path="/", host="127.0.0.1"):
+        return f"http://{host}:{self.port}{path}"
+
+    def interrupt(self):
+        """Ctrl-C: SIGINT, then the exit status."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=TIMEOUT)
+        finally:
+            self.stop()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        for reader in self._readers:
+            reader.join(timeout=TIMEOUT)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def start():
+    """start(module, *args, cwd=...) -> Server; every server is killed at the end of the test."""
+    servers = []
+
+    def run(module, *args, cwd, unbuffered=False):
+        server = Server(module, *args, cwd=cwd, unbuffered=unbuffered)
+        servers.append(server)
+        return server
+
+    try:
+        yield run
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def fastserver_http(start, directory, *args):
+    return start("fastserver.http", "--bind", "127.0.0.1", "--directory", str(directory),
+                 *args, "0", cwd=directory)
+
+
+def stdlib_http(start, directory, *args):
+    return start("http.server", "--bind", "127.0.0.1", "--directory", str(directory),
+                 *args, "0", cwd=directory, unbuffered=True)
+
+
+@pytest.fixture
+def site(tmp_path):
+    (tmp_path / "hello.txt").write_bytes(HELLO)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.html").write_text("<p>inner</p>\n")
+    (tmp_path / "with space & <amp>.txt").write_text("odd name\n")
+    return tmp_path
+
+
+@pytest.fixture
+def pair(start, site):
+    """fastserver.http and http.server on the same directory."""
+    return fastserver_http(start, site), stdlib_http(start, site)
+
+
+def fetch(url, method="GET", timeout=TIMEOUT):
+    """(status, headers without Date, body), for error statuses too."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, headers, body = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            status, headers, body = error.code, error.headers, error.read()
+    return status, [(k, v) for k, v in headers.items() if k != "Date"], body
+
+
+def test_serving_line_is_the_stdlibs(pair):
+    fast, std = pair
+    assert fast.host == "127.0.0.1"
+    assert fast.line.replace(str(fast.port), "PORT") == std.line.replace(str(std.port), "PORT")
+
+
+def test_get_a_file_with_urllib(pair):
+    fast, std = pair
+    status, headers, body = fetch(fast.url("/hello.txt"))
+    assert (status, body) == (200, HELLO)
+    assert ("Content-Length", str(len(HELLO))) in headers
+    assert (status, headers, body) == fetch(std.url("/hello.txt"))
+
+
+def test_get_a_file_with_curl(pair):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    fast, _ = pair
+    done = subprocess.run([curl, "--silent", "--show-error", "--max-time", str(TIMEOUT),
+                           "--include", fast.url("/hello.txt")],
+                          capture_output=True, timeout=TIMEOUT * 2)
+    assert done.returncode == 0, done.stderr
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert body == HELLO
+
+
+def test_directory_listing_is_the_stdlibs(pair):
+    fast, std = pair
+    status, headers, body = fetch(fast.url("/"))
+    assert status == 200
+    assert b"Directory listing for /" in body
+    for name in (b"hello.txt", b"sub/", b"with%20space%20%26%20%3Camp%3E.txt"):
+        assert b'href="' + name + b'"' in body
+    assert (status, headers, body) == fetch(std.url("/"))
+    # a directory without its final slash is redirected, as by http.server
+    assert fetch(fast.url("/sub"))[:2] == fetch(std.url("/sub"))[:2]
+
+
+def test_404_is_the_stdlibs(pair):
+    fast, std = pair
+    status, headers, body = fetch(fast.url("/no/such/file.txt"))
+    assert status == 404
+    assert b"404" in body
+    assert (status, headers, body) == fetch(std.url("/no/such/file.txt"))
+
+
+def test_head(pair):
+    fast, std = pair
+    status, headers, body = fetch(fast.url("/hello.txt"), method="HEAD")
+    assert (status, body) == (200, b"")
+    assert ("Content-Length", str(len(HELLO))) in headers
+    assert (status, headers, body) == fetch(std.url("/hello.txt"), method="HEAD")
+
+
+def get_twice(port):
+    """Two GETs on one http.client connection: (responses, whether the socket was kept)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        results = []
+        first_sock = None
+        for _ in range(2):
+            conn.request("GET", "/hello.txt")
+            response = conn.getresponse()
+            results.append((response.status, response.version, response.will_close,
+                            response.read()))
+            first_sock = first_sock or conn.sock
+        return results, conn.sock is not None and conn.sock is first_sock
+    finally:
+        conn.close()
+
+
+@needs_protocol_option
+def test_protocol_http11_keeps_the_connection_alive(start, site):
+    server = fastserver_http(start, site, "--protocol", "HTTP/1.1")
+    results, kept = get_twice(server.port)
+    assert results == [(200, 11, False, HELLO)] * 2
+    assert kept, "the second request did not reuse the first request's connection"
+
+
+def test_default_protocol_closes_each_connection(pair):
+    fast, _ = pair
+    results, kept = get_twice(fast.port)
+    assert results == [(200, 10, True, HELLO)] * 2
+    assert not kept
+
+
+def test_the_server_runs_on_fastserver(pair, site):
+    fast, _ = pair
+    check = (
+        "import fastserver.http as cli\n"
+        "import http.server, socketserver, fastserver\n"
+        "assert socketserver is fastserver\n"
+        "assert http.server.socketserver is fastserver\n"
+        "for cls in (cli.DualStackServer, cli.ThreadingHTTPServer):\n"
+        "    assert issubclass(cls, fastserver.TCPServer), cls.__mro__\n"
+        "    assert issubclass(cls, fastserver.ThreadingMixIn), cls.__mro__\n"
+        "assert issubclass(cli.SimpleHTTPRequestHandler, fastserver.StreamRequestHandler)\n"
+        "print(fastserver.__file__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=START_TIMEOUT, env=environment(), cwd=site)
+    assert done.returncode == 0, done.stderr
+    assert os.path.samefile(done.stdout.strip(), fastserver.__file__)
+    # And the running server process has fastserver's compiled core loaded, where it was built
+    # and not switched off.
+    no_extensions = os.environ.get("FASTSERVER_NO_EXTENSIONS", "") not in ("", "0")
+    spec = importlib.util.find_spec("fastserver._core")
+    maps = f"/proc/{fast.proc.pid}/maps"
+    if spec is not None and not no_extensions and os.path.exists(maps):
+        with open(maps) as f:
+            assert os.path.realpath(spec.origin) in f.read()
+
+
+def test_sigint_exits_0_like_the_stdlib(pair):
+    expected = ["", "Keyboard interrupt received, exiting."]
+    for server in pair:
+        assert fetch(server.url("/hello.txt"))[0] == 200  # the loop is running
+        assert server.interrupt() == 0, "\n".join(server.stderr)
+        assert server.stdout[1:] == expected, server.stdout
+        assert not any("Traceback" in line for line in server.stderr), server.stderr
+
+
+def run_cli(module, *args):
+    env = environment(COLUMNS="200", NO_COLOR="1", PYTHON_COLORS="0")
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=START_TIMEOUT, env=env)
+
+
+def options(help_text):
+    return sorted(set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", help_text.partition("\n\n")[2])))
+
+
+def normalise(text):
+    """argparse's output with the program's name (``server.py``, ``http.py``, ...) as PROG."""
+    prog = re.search(r"^usage: (.*?) \[-h\]", text, flags=re.M)
+    assert prog, text
+    return text.replace(prog[1] + " ", "PROG ").replace(prog[1] + ":", "PROG:")
+
+
+def test_help_lists_the_stdlibs_options():
+    fast, std = run_cli("fastserver.http", "--help"), run_cli("http.server", "--help")
+    assert (fast.returncode, std.returncode) == (0, 0), fast.stderr
+    assert options(fast.stdout) == options(std.stdout)
+    for option in ("--bind", "--directory", "--cgi", "-h"):
+        assert option in options(fast.stdout)
+    assert normalise(fast.stdout) == normalise(std.stdout)
+
+
+def test_bad_port_fails_like_the_stdlib():
+    fast, std = run_cli("fastserver.http", "not-a-port"), run_cli("http.server", "not-a-port")
+    assert fast.returncode == std.returncode == 2
+    assert "invalid int value: 'not-a-port'" in fast.stderr
+    assert normalise(fast.stderr) == normalise(std.stderr)
+
+
+def ipv6_available():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback here")
+def test_ipv6_bind_is_dual_stack(start, site):
+    server = start("fastserver.http", "--bind", "::", "--directory", str(site), "0", cwd=site)
+    assert server.line == (f"Serving HTTP on :: port {server.port} "
+                           f"(http://[::]:{server.port}/) ...")
+    assert fetch(server.url("/hello.txt", host="[::1]"))[::2] == (200, HELLO)
+    assert fetch(server.url("/hello.txt", host="127.0.0.1"))[::2] == (200, HELLO)
+
+
+@pytest.fixture
+def open_site():
+    """A directory anyone may read: run as root, CGIHTTPRequestHandler runs scripts as nobody."""
+    path = tempfile.mkdtemp(prefix="fastserver-cgi-")
+    try:
+        os.chmod(path, 0o755)
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="CGI scripts here need fork()")
+@pytest.mark.skipif(sys.version_info >= (3, 15), reason="http.server has no --cgi from 3.15")
+def test_cgi(start, open_site):
+    (open_site / "hello.txt").write_bytes(HELLO)
+    script = open_site / "cgi-bin" / "hello.sh"
+    script.parent.mkdir(mode=0o755)
+    script.write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
+                      "echo \"cgi says $REQUEST_METHOD $QUERY_STRING\"\n")
+    script.chmod(0o755)
+    server = fastserver_http(start, open_site, "--cgi")
+    status, _, body = fetch(server.url("/cgi-bin/hello.sh?x=1"))
+    assert (status, body) == (200, b"cgi says GET x=1\n"), server.stderr
+    assert fetch(server.url("/hello.txt"))[::2] == (200, HELLO)  # still serves files
+
+
+def test_http_server_imported_first_still_gets_fastserver(site):
+    check = (
+        "import warnings, http.server, fastserver\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import fastserver.http as cli\n"
+        "assert [w.category for w in caught] == [RuntimeWarning], caught\n"
+        "assert http.server.socketserver is not fastserver  # left as it was\n"
+        "assert cli.server is not http.server\n"
+        "assert issubclass(cli.DualStackServer, fastserver.ThreadingMixIn)\n"
+        "assert issubclass(cli.DualStackServer, fastserver.TCPServer)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=START_TIMEOUT, env=environment(), cwd=site)
+    assert done.returncode == 0, done.stderr
