@@ -1,0 +1,144 @@
+"""The load benchmark's tools: the C load generator, and ``python -m fastserver.bench`` end to end.
+
+These check that the tools work and count right, never how fast anything is.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import make_server, serving
+
+import fastserver
+from fastserver import bench
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "wait4"), reason="the benchmark needs a Unix"),
+    pytest.mark.skipif(bench.compiler() is None, reason="no C compiler for the load generator"),
+]
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory):
+    return bench.build_loadgen(str(tmp_path_factory.mktemp("loadgen")))
+
+
+def echo_handler(module):
+    class Echo(module.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line)
+
+    return Echo
+
+
+def oneshot_handler(module):
+    class OneShot(module.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(self.request.recv(1024))
+
+    return OneShot
+
+
+def test_loadgen_builds_once_and_checks_its_arguments(loadgen, tmp_path):
+    assert os.access(loadgen, os.X_OK)
+    assert bench.build_loadgen(os.path.dirname(loadgen)) == loadgen  # cached
+    usage = subprocess.run([loadgen, "--mode", "echo"], capture_output=True, text=True,
+                           timeout=10)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_loadgen_echo_mode_counts_every_request(fast, loadgen):
+    server = make_server(fast, "tcp", echo_handler(fast), base="ThreadingTCPServer")
+    with serving(server):
+        result = bench.run_loadgen(loadgen, server.server_address[1], "echo", conns=4,
+                                   requests=300, duration=20)
+    assert result["mode"] == "echo"
+    assert (result["requests"], result["errors"], result["abandoned"]) == (300, 0, 0)
+    assert result["connects"] == 4  # persistent connections
+    assert set(result["lat_us"]) >= {"p50", "p90", "p99", "max"}
+    assert result["client_cpu_s"] >= 0
+
+
+def test_loadgen_connect_mode_counts_every_request(fast, loadgen):
+    server = make_server(fast, "tcp", oneshot_handler(fast), base="TCPServer",
+                         request_queue_size=64)
+    with serving(server):
+        result = bench.run_loadgen(loadgen, server.server_address[1], "connect", conns=8,
+                                   requests=200, duration=20)
+    assert result["mode"] == "connect"
+    assert (result["requests"], result["errors"], result["abandoned"]) == (200, 0, 0)
+    assert result["connects"] == 200  # a connection per request
+
+
+def test_loadgen_counts_refused_connections_as_errors(loadgen):
+    with socket.socket() as probe:  # a port that nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = bench.run_loadgen(loadgen, port, "connect", conns=2, requests=20, duration=20)
+    assert (result["requests"], result["errors"]) == (0, 20)
+    assert "refused" in result["first_error"].lower()
+
+
+def test_loadgen_stops_at_its_time_limit(loadgen):
+    # a server that accepts and never answers: the run ends at duration + grace, all abandoned
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        argv = [loadgen, "--port", str(listener.getsockname()[1]), "--mode", "echo",
+                "--conns", "2", "--requests", "1000", "--duration", "0.2", "--grace", "0.1"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    result = json.loads(done.stdout)
+    assert (result["requests"], result["abandoned"]) == (0, 2)
+
+
+WRK_REPORT = """\
+Running 1s test @ http://127.0.0.1:8000/small.txt
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   810.12us  300.00us   5.10ms   90.00%
+    Req/Sec     9.80k   500.00    10.20k    70.00%
+  Latency Distribution
+     50%  750.00us
+     75%    0.90ms
+     90%    1.10ms
+     99%    2.50ms
+  9803 requests in 1.00s, 11.20MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+Requests/sec:   9801.22
+Transfer/sec:     11.19MB
+"""
+
+
+def test_parse_wrk():
+    result = bench.parse_wrk(WRK_REPORT)
+    assert result["requests"] == 9803
+    assert result["errors"] == 4
+    assert result["rps"] == pytest.approx(9803.0)
+    assert result["lat_us"]["p50"] == pytest.approx(750.0)
+    assert result["lat_us"]["p99"] == pytest.approx(2500.0)
+
+
+def test_bench_runs_end_to_end(tmp_path):
+    env = dict(os.environ, FASTSERVER_BENCH_CACHE=str(tmp_path))
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastserver.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-m", "fastserver.bench", "--loads", "4", "--rounds", "1",
+            "--requests", "200", "--warmup", "0.05", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    expected = {"stdlib", "python"} | ({"cython"} & set(fastserver._backend.CORES))
+    assert set(report["impls"]) == expected
+    (entry,) = report["loads"]
+    assert entry["load"] == 4 and set(entry["results"]) == expected
+    for impl, result in entry["results"].items():
+        median = result["median"]
+        assert median["requests"] == 200, impl
+        assert median["errors"] == 0, impl
+        assert median["rps"] > 0, impl
+        assert median["server_us_per_req"] > 0, impl
+    table = bench.markdown(report)
+    assert "| 4. TCPServer, a connection per request |" in table
