@@ -132,7 +132,6 @@ cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     return None
 
 
-
 cdef class Dispatcher:
     """One server's hooks, resolved; handles the connections that are ready."""
 
