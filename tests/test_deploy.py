@@ -1,5 +1,6 @@
 """Real deployments: behind HAProxy speaking the PROXY protocol (Debian's haproxy package)."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -127,3 +128,95 @@ def test_a_connection_without_the_header_is_not_served(proxied_server):
     from fastserver.proxy import ProxyError
 
     assert proxied_server.errors == [ProxyError]
+
+
+def http_get(port, path="/hello.txt"):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return reply
+
+
+def start_cli(argv, **popen):
+    import sys
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(argv(sys.executable), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True, **popen)
+
+
+def children_of(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed (apt-get install systemd)")
+def test_socket_activation_serves_on_the_passed_socket(tmp_path):
+    (tmp_path / "hello.txt").write_text("hello from an activated socket\n")
+    port = free_port()
+    keep_env = ["-E", "PYTHONPATH"] if "PYTHONPATH" in os.environ else []  # it clears the rest
+    proc = start_cli(lambda python: [
+        "systemd-socket-activate", "-l", f"127.0.0.1:{port}", *keep_env,
+        python, "-m", "fastserver.http", "--directory", str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the listener appears when systemd-socket-activate is ready
+            try:
+                reply = http_get(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"activated socket\n")
+        # It runs on the passed socket: still the same port, served again.
+        assert http_get(port).endswith(b"activated socket\n")
+    finally:
+        proc.kill()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert f"Serving HTTP on 127.0.0.1 port {port}" in output
+
+
+def test_http_cli_workers_and_graceful_stop(tmp_path):
+    import signal
+
+    (tmp_path / "hello.txt").write_text("hello from a worker\n")
+    port = free_port()
+    proc = start_cli(lambda python: [python, "-m", "fastserver.http", "--bind", "127.0.0.1",
+                                     "--directory", str(tmp_path), "--workers", "2", str(port)])
+    try:
+        assert b"Serving HTTP" in proc.stdout.readline()
+        for _ in range(20):
+            assert http_get(port).endswith(b"hello from a worker\n")
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        for pid in workers:  # no orphan left behind
+            assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_http_cli_proxy_protocol_rejects_bare_connections(tmp_path):
+    (tmp_path / "hello.txt").write_text("hello\n")
+    port = free_port()
+    proc = start_cli(lambda python: [python, "-m", "fastserver.http", "--bind", "127.0.0.1",
+                                     "--directory", str(tmp_path), "--proxy-protocol", str(port)])
+    try:
+        assert b"Serving HTTP" in proc.stdout.readline()
+        assert http_get(port) == b""  # no PROXY header: closed unserved
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 80\r\n"
+                         b"GET /hello.txt HTTP/1.0\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"hello\n")
+    finally:
+        proc.kill()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert '"GET /hello.txt HTTP/1.0" 200' in output and "192.0.2.9" in output

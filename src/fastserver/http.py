@@ -90,16 +90,39 @@ def _best_family(host, port):
     return family, address
 
 
+def systemd_socket():
+    """The first socket passed by systemd's socket activation (LISTEN_PID, LISTEN_FDS), or None.
+
+    The variables are removed, as sd_listen_fds() does, so that child processes do not take the
+    socket for theirs.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count < 1:
+        return None
+    first = 3  # SD_LISTEN_FDS_START
+    os.set_inheritable(first, False)
+    return socket.socket(fileno=first)
+
+
 def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
           protocol="HTTP/1.0", port=8000, bind=None, directory=None,
-          tls_cert=None, tls_key=None, tls_password=None):
+          tls_cert=None, tls_key=None, tls_password=None, workers=1, proxy_protocol=False,
+          listen_socket=None):
     """Serve until interrupted, as ``python -m http.server`` does; return 0 after Ctrl-C.
 
     The address family is the one ``bind`` resolves to first (all interfaces when None); the
     handlers speak ``protocol`` and serve ``directory``. With ``tls_cert`` (Python 3.14+), the
-    server class is given ``certfile``, ``keyfile`` and ``password``.
+    server class is given ``certfile``, ``keyfile`` and ``password``. fastserver's additions:
+    ``workers`` processes, ``proxy_protocol`` headers, and ``listen_socket``, a socket already
+    bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``.
     """
     family, address = _best_family(bind, port)
+    if listen_socket is not None:
+        family = listen_socket.family
     handler = type(handler_class.__name__, (handler_class,), {
         "protocol_version": protocol,
         "__module__": handler_class.__module__,
@@ -108,11 +131,15 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     cls = type(server_class.__name__, (server_class,), {
         "address_family": family,
         "directory": directory,
+        "workers": workers,
+        "proxy_protocol": proxy_protocol,
         "__module__": server_class.__module__,
         "__qualname__": server_class.__qualname__,
     })
     if tls_cert:
         httpd = cls(address, handler, certfile=tls_cert, keyfile=tls_key, password=tls_password)
+    elif listen_socket is not None:
+        httpd = cls.from_socket(listen_socket, handler)
     else:
         httpd = cls(address, handler)
     with httpd:
@@ -160,10 +187,26 @@ def _parser():
     return parser
 
 
+def _add_fastserver_options(parser):
+    group = parser.add_argument_group("fastserver")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serve from N worker processes (default: 1)")
+    group.add_argument("--proxy-protocol", action="store_true",
+                       help="read each client's address from a PROXY protocol header (v1 or v2); "
+                            "only behind a proxy you trust")
+    return parser
+
+
 def main(argv=None):
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    parser = _parser()
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    On top of http.server's options: ``--workers N`` and ``--proxy-protocol``; and a socket passed
+    by systemd's socket activation (or ``systemd-socket-activate``) is served instead of binding.
+    """
+    parser = _add_fastserver_options(_parser())
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
     tls = {}
     if _HAS_TLS_OPTIONS:
         if args.tls_key and not args.tls_cert:
@@ -181,8 +224,13 @@ def main(argv=None):
             tls = {"server_class": DualStackHTTPSServer, "tls_cert": args.tls_cert,
                    "tls_key": args.tls_key, "tls_password": password}
     handler = CGIHTTPRequestHandler if getattr(args, "cgi", False) else SimpleHTTPRequestHandler
+    listen_socket = systemd_socket()
+    if listen_socket is not None and tls:
+        parser.error("TLS options cannot be used with a socket passed by systemd")
     return serve(handler_class=handler, port=args.port, bind=args.bind,
-                 protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory, **tls)
+                 protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,
+                 workers=args.workers, proxy_protocol=args.proxy_protocol,
+                 listen_socket=listen_socket, **tls)
 
 
 if __name__ == "__main__":
