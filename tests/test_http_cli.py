@@ -324,7 +324,9 @@ def test_bad_port_fails_like_the_stdlib():
     fast, std = run_cli("fastserver.http", "not-a-port"), run_cli("http.server", "not-a-port")
     assert fast.returncode == std.returncode == 2
     assert "invalid int value: 'not-a-port'" in fast.stderr
-    assert normalise(fast.stderr) == normalise(std.stderr)
+    # The error line is the stdlib's; the usage line above it also lists fastserver's options.
+    assert fast.stderr.splitlines()[-1].split(": ", 1)[1] == std.stderr.splitlines()[-1].split(
+        ": ", 1)[1]
 
 
 def ipv6_available():
