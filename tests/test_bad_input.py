@@ -2,10 +2,12 @@
 descriptor, and a server that survives what the stdlib's survives."""
 
 import errno
+import gc
 import os
 import socket
 import socketserver
 import sys
+import warnings
 
 import pytest
 from conftest import (
@@ -93,6 +95,35 @@ def test_address_in_use(ss, name):
         assert open_fds() - before < 5
         reference = raised(lambda: getattr(socketserver, name)(first.server_address, Echo))
         assert type(error) is type(reference)
+
+
+@needs_proc
+@pytest.mark.parametrize("case", ["served", "rejected", "failing", "threaded"])
+def test_no_descriptor_or_socket_left_behind(ss, case):
+    def respond(handler, data):
+        if case == "failing":
+            raise RuntimeError("failing")
+        return data
+
+    attrs = {"handle_error": lambda *args: None}
+    if case == "rejected":
+        attrs["verify_request"] = lambda *args: False
+    base = "ThreadingTCPServer" if case == "threaded" else None
+    server = make_server(ss, "tcp", reply_handler(ss, "tcp", respond), base=base, **attrs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with server, serving(server):
+            for _ in range(5):
+                talk(server, b"warm up")
+            gc.collect()
+            before = open_fds()
+            for _ in range(100):
+                reply = talk(server, b"x")
+                assert reply == (b"x" if case in ("served", "threaded") else b"")
+            gc.collect()
+            assert open_fds() - before < 5
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 @pytest.mark.parametrize("bad_handler", ["not callable", "wrong signature"])

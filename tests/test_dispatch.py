@@ -199,6 +199,24 @@ def test_base_exception_ends_serve_forever(ss, where, exception):
     assert log[log.index("get_request"):] == NORMAL
 
 
+def test_service_actions_exception_ends_serve_forever(ss):
+    class Trouble(Exception):
+        pass
+
+    def service_actions(self):
+        raise Trouble
+
+    with make_server(ss, "tcp", Script().handler(ss, "tcp"),
+                     service_actions=service_actions) as server:
+        with pytest.raises(Trouble):
+            bounded(server.serve_forever, 0.01)
+        server.service_actions = lambda: None
+        with serving(server, close=False):  # it serves again
+            with client_for(server) as client:
+                send(client, server, b"x")
+                assert receive(client, server) == b"ok"
+
+
 def test_threading_mixin_hands_finish_request_to_a_thread(ss):
     script = Script()
     threads = []
@@ -405,7 +423,10 @@ def test_many_concurrent_clients_on_a_threading_server(ss):
     count = 50
     barrier = threading.Barrier(count, timeout=TIMEOUT)
 
+    threads = set()
+
     def respond(handler, data):
+        threads.add(threading.current_thread())
         barrier.wait()  # every request is being handled at once, each in its own thread
         return data[::-1]
 
@@ -424,3 +445,5 @@ def test_many_concurrent_clients_on_a_threading_server(ss):
             for thread in clients:
                 thread.join(TIMEOUT * 2)
     assert replies == {i: (b"client %02d" % i)[::-1] for i in range(count)}
+    assert len(threads) == count
+    assert not any(thread.is_alive() for thread in threads)  # server_close joined them

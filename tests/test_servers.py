@@ -1,5 +1,6 @@
 """BaseServer's API on every server class: methods, attributes, addresses, the loops."""
 
+import fcntl
 import os
 import select
 import signal
@@ -492,8 +493,6 @@ def test_poll_interval_none_still_shuts_down(fast):
 
 @pytest.mark.parametrize("nonblocking", [False, True])
 def test_listener_blocking_mode_is_left_as_it_was(ss, nonblocking):
-    import fcntl
-
     def flag(server):
         return bool(fcntl.fcntl(server.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
 
@@ -516,12 +515,36 @@ def test_subclass_attributes_the_stdlib_does_not_use_are_the_subclass_own(ss):
     class AppServer(ss.ThreadingTCPServer):
         def __init__(self, *args):
             self.workers = ["indexer", "mailer"]
-            self.worker_id = "main"
             super().__init__(*args)
 
-    with AppServer(("127.0.0.1", 0), echo(ss, "tcp")) as server, serving(server):
-        assert talk(server, b"app") == b"APP"
+    with AppServer(("127.0.0.1", 0), echo(ss, "tcp")) as server:
+        errors = []
+
+        def run():
+            try:
+                server.serve_forever(poll_interval=0.05)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(0.2)
+        assert errors == [] and thread.is_alive()  # (not failing fast)
+        try:
+            assert talk(server, b"app") == b"APP"
+        finally:
+            bounded(server.shutdown)
         assert server.workers == ["indexer", "mailer"]
+
+
+def test_shutdown_returns_after_serve_forever_failed(ss):
+    """Whatever made serve_forever() raise, a later shutdown() does not wait forever."""
+    with make_server(ss, "tcp", echo(ss, "tcp")) as server:
+        server.workers = 0  # (fastserver rejects it; means nothing to the stdlib)
+        server.service_actions = lambda: 1 / 0
+        with pytest.raises(Exception):  # noqa: B017 - any
+            bounded(server.serve_forever, 0.01)
+        bounded(server.shutdown, timeout=2)
 
 
 # --- signals: the loops run in the main thread here -----------------------------------------
@@ -637,6 +660,30 @@ def test_link_local_client_address_keeps_the_scope(ss):
         bounded(server.handle_request)
         assert receive(client, server) == b"scoped"
         assert seen == [client.getsockname()] and seen[0][3] == index
+
+
+def test_dual_stack_server_sees_ipv4_mapped_clients(ss):
+    if not ipv6_available():
+        pytest.skip("no IPv6 here")
+    seen = []
+
+    def respond(handler, data):
+        seen.append(handler.client_address)
+        return data
+
+    class Server(ss.TCPServer):
+        address_family = socket.AF_INET6
+
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    with Server(("::", 0), reply_handler(ss, "tcp", respond)) as server:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), TIMEOUT) as client:
+            client.shutdown(socket.SHUT_WR)
+            bounded(server.handle_request)
+            assert client.recv(10) == b""
+            assert seen == [("::ffff:127.0.0.1", client.getsockname()[1], 0, 0)]
 
 
 def unix_peer_addresses(directory):
