@@ -82,8 +82,9 @@ FULL = Settings(rounds=5, duration=3.0, warmup=0.5, requests=50_000_000)
 # --- the server subprocess ----------------------------------------------------------------------
 
 # Run as `python -c SERVER_SCRIPT KIND IMPL DOCROOT`. It prints {"port": ..., "implementation": ...}
-# and then answers the bench on stdin: "cpu" -> "<user seconds> <system seconds>" of the whole
-# process (getrusage counts every thread, the finished ones too); "quit" or EOF -> it exits.
+# and then answers the bench on stdin: "cpu" -> "<user seconds> <system seconds> <voluntary
+# context switches> <involuntary ones>" of the whole process (getrusage counts every thread, the
+# finished ones too); "quit" or EOF -> it exits.
 SERVER_SCRIPT = r'''
 import json, os, resource, sys, threading
 
@@ -149,7 +150,8 @@ def control():
     for line in sys.stdin:
         if line.strip() == "cpu":
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            print(f"{usage.ru_utime!r} {usage.ru_stime!r}", flush=True)
+            print(f"{usage.ru_utime!r} {usage.ru_stime!r} {usage.ru_nvcsw} {usage.ru_nivcsw}",
+                  flush=True)
         elif line.strip() == "quit":
             break
     server.shutdown()
@@ -204,11 +206,11 @@ class ServerProcess:
         return line
 
     def cpu(self):
-        """(user, system) CPU seconds of the whole server process so far."""
+        """(user seconds, system seconds, context switches) of the whole server process so far."""
         self.proc.stdin.write("cpu\n")
         self.proc.stdin.flush()
-        user, system = self._line(10.0).split()
-        return float(user), float(system)
+        user, system, voluntary, involuntary = self._line(10.0).split()
+        return float(user), float(system), int(voluntary) + int(involuntary)
 
     def log_tail(self, lines=20):
         try:
@@ -407,13 +409,13 @@ def measure(server, load, settings, loadgen):
     elif settings.warmup > 0:
         run_loadgen(loadgen, server.port, load.client, load.conns,
                     max(1, settings.requests // 10), settings.warmup)
-    user0, system0 = server.cpu()
+    user0, system0, switches0 = server.cpu()
     if load.client == "wrk":
         result = run_wrk(server.port, load.conns, settings.duration, load.close)
     else:
         result = run_loadgen(loadgen, server.port, load.client, load.conns, settings.requests,
                              settings.duration)
-    user1, system1 = server.cpu()
+    user1, system1, switches1 = server.cpu()
     server_cpu = (user1 - user0) + (system1 - system0)
     requests = result["requests"]
     elapsed = result["elapsed_s"]
@@ -426,6 +428,9 @@ def measure(server, load, settings, loadgen):
         "server_sys_s": system1 - system0,
         "client_cpu_s": result["client_cpu_s"],
         "server_us_per_req": server_cpu / requests * 1e6 if requests else None,
+        "server_user_us_per_req": (user1 - user0) / requests * 1e6 if requests else None,
+        # context switches of the server's threads (GIL hand-offs, blocking I/O) per request
+        "server_switches_per_req": (switches1 - switches0) / requests if requests else None,
         "client_us_per_req": result["client_cpu_s"] / requests * 1e6 if requests else None,
         # the share of one core the (single-threaded) client kept busy: near 1, it is the limit
         "client_busy": result["client_cpu_s"] / elapsed if elapsed else None,
@@ -518,7 +523,8 @@ def markdown(report):
     lines += ["", "ratio: stdlib µs/req ÷ fastserver µs/req, and fastserver req/s ÷ stdlib req/s "
                   "(above 1: fastserver better). Medians of interleaved rounds.", ""]
     head = ["load", "implementation", "p50 µs", "p99 µs", "server CPU µs/req",
-            "client CPU µs/req", "client busy", "errors"]
+            "of which user", "server ctx switches/req", "client CPU µs/req", "client busy",
+            "errors"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in report["loads"]:
         for impl in impls:
@@ -527,6 +533,7 @@ def markdown(report):
             lines.append("| " + " | ".join([
                 str(entry["load"]), IMPL_LABELS[impl], _fmt(med["p50_us"], 0),
                 _fmt(med["p99_us"], 0), _fmt(med["server_us_per_req"], 1),
+                _fmt(med["server_user_us_per_req"], 1), _fmt(med["server_switches_per_req"], 1),
                 _fmt(med["client_us_per_req"], 1),
                 "-" if med["client_busy"] is None else f"{med['client_busy']:.0%}",
                 str(errors)]) + " |")
