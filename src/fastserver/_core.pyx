@@ -180,7 +180,7 @@ cdef class Dispatcher:
         cdef int handled = 0
         if not self.accept_in_c:
             if self.handle_noblock is not None:
-                self.handle_noblock()
+                self.handle_noblock()  # (handle_one() returns its value instead)
             else:
                 request = self.next_request()
                 if request is not None:
@@ -380,7 +380,10 @@ cdef class Loop:
             if paused:
                 paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
             elif listener_ready:
-                dispatcher.handle_ready(ACCEPT_BATCH, accepting)
+                # service_actions() (ForkingMixIn: reaping, max_children) runs between requests
+                # in the stdlib: a server that overrides it gets one request per wakeup.
+                dispatcher.handle_ready(
+                    ACCEPT_BATCH if dispatcher.service_actions is None else 1, accepting)
                 if out_of_resources(dispatcher.accept_error):
                     backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
                     paused = True
@@ -430,6 +433,8 @@ def handle_request(server):
 
 cdef object handle_one(Dispatcher dispatcher):
     cdef int was_nonblocking = 0
+    if dispatcher.handle_noblock is not None:
+        return dispatcher.handle_noblock()  # handle_request() returns what it returns
     if not dispatcher.accept_in_c:
         dispatcher.handle_ready(1)
         return None

@@ -108,9 +108,9 @@ class BaseServer:
         once. service_actions() is called after each wait, as in the standard library.
         With ``workers`` > 1, runs that many worker processes instead and supervises them.
         """
-        supervise = self.worker_id is None and _worker_count(self.workers) > 1
         self.__is_shut_down.clear()
         try:
+            supervise = self.worker_id is None and _worker_count(self.workers) > 1
             with _backend.core.Loop() as loop:
                 self.__loop = loop
                 try:
