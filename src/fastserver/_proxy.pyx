@@ -80,10 +80,13 @@ cdef uint32_t crc32c_update(uint32_t crc, const unsigned char *data, Py_ssize_t 
 
 def _crc32c(data):
     """CRC-32C (Castagnoli) of ``data`` (bytes), as RFC 4960 appendix B computes it."""
-    cdef const unsigned char[::1] view = data
-    cdef uint32_t crc = <uint32_t>0xFFFFFFFF
-    if view.shape[0]:
-        crc = crc32c_update(crc, &view[0], view.shape[0])
+    cdef Py_buffer view
+    cdef uint32_t crc
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        crc = crc32c_update(<uint32_t>0xFFFFFFFF, <const unsigned char *>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
     return crc ^ <uint32_t>0xFFFFFFFF
 
 

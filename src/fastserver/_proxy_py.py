@@ -21,7 +21,9 @@ MAX_V1_LENGTH = 107
 MAX_LENGTH = 16 + 0xFFFF
 """The longest version 2 header: 16 fixed bytes and a 16-bit block length."""
 DEFAULT_MAX_LENGTH = 4096
-"""The cap ``parse`` and ``read_header`` put on a header unless told otherwise."""
+"""The cap ``parse`` and ``read_header`` put on a header unless told otherwise: far above what
+proxies send (addresses and a few TLVs: HAProxy, cloud load balancers stay well under 1 KiB),
+far below the 64 KiB a version 2 length field can announce."""
 MIN_MAX_LENGTH = 16
 """The smallest ``max_length`` accepted: the fixed part of a version 2 header."""
 

@@ -12,13 +12,20 @@ What is accepted, following the specification:
 - v1: ``PROXY TCP4|TCP6 <src> <dst> <sport> <dport>\\r\\n`` with single spaces, addresses of the
   announced family (IPv4 as exactly four decimal numbers without leading zeros; IPv6 as inet_pton
   reads it, no zone), ports 0-65535 in decimal without sign or leading zeros, at most 107 bytes;
-  ``PROXY UNKNOWN`` followed by anything up to the CRLF. A lone CR or LF is an error.
+  ``PROXY UNKNOWN\\r\\n``, or ``PROXY UNKNOWN`` and a space then anything (ignored) up to the
+  CRLF. A lone CR or LF is an error.
 - v2: the 12-byte signature, version 2, command LOCAL or PROXY, one of the family/protocol bytes
   0x00 (UNSPEC), 0x11/0x12 (TCP/UDP over IPv4), 0x21/0x22 (IPv6), 0x31/0x32 (AF_UNIX), an
   address block at least as long as the family's addresses, then TLVs that exactly fill the
   rest. A CRC32C TLV, if present, must be 4 bytes, single, and match the header's checksum.
   LOCAL headers (health checks) and UNSPEC ones carry no addresses (``source`` is None) and
   their block is skipped unread.
+- Size: at most ``max_length`` bytes, by default ``DEFAULT_MAX_LENGTH`` (4096); ``MAX_LENGTH``
+  (65551) is the protocol's own limit. An oversized v2 header fails on its first 16 bytes.
+- Incremental: ``parse`` returns None for every proper prefix of a valid header (retry with
+  more bytes), and fails early on what cannot become one: a wrong signature, keyword, character,
+  v2 version, command or family byte, an oversized length. v1 addresses and ports are checked
+  once the CRLF is in.
 
 Trust: only accept the header from proxies you trust, on a listener configured for it: whoever
 can connect to such a listener can claim any client address.
