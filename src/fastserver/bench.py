@@ -143,7 +143,11 @@ else:
 
     server = Server(("127.0.0.1", 0), Handler)
 
-implementation = "stdlib" if impl == "stdlib" else fastserver.IMPLEMENTATION
+if impl == "stdlib":
+    implementation, streams = "stdlib", "socket.makefile"
+else:
+    implementation = fastserver.IMPLEMENTATION
+    streams = fastserver._backend.stream_files.__module__  # compiled or pure rfile/wfile
 
 
 def control():
@@ -157,8 +161,8 @@ def control():
     server.shutdown()
 
 
-print(json.dumps({"port": server.server_address[1], "implementation": implementation}),
-      flush=True)
+print(json.dumps({"port": server.server_address[1], "implementation": implementation,
+                  "streams": streams}), flush=True)
 threading.Thread(target=control, daemon=True).start()
 server.serve_forever()
 sys.stdout.flush()
@@ -195,6 +199,7 @@ class ServerProcess:
         hello = json.loads(self._line(30.0))
         self.port = hello["port"]
         self.implementation = hello["implementation"]
+        self.streams = hello.get("streams")
 
     def _line(self, timeout):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -477,6 +482,7 @@ def run_load(load, impls, settings, loadgen, docroot, logdir, log):
         tracebacks, client_gone = servers[impl].tracebacks()
         result[impl] = {
             "implementation": servers[impl].implementation,
+            "streams": servers[impl].streams,
             "median": {key: _median([r[key] for r in rounds[impl]]) for key in keys},
             "rounds": rounds[impl],
             "server_tracebacks": tracebacks,
@@ -669,6 +675,12 @@ def main(argv=None):
           f"{settings.rounds} round{'s' if settings.rounds != 1 else ''} of {settings.duration} s; "
           f"{report['elapsed_s']:.0f} s in all; load average {report['loadavg_before']} "
           f"before, {report['loadavg_after']} after")
+    seen = {}
+    for entry in report["loads"]:
+        for impl, result in entry["results"].items():
+            seen.setdefault(impl, (result["implementation"], result["streams"]))
+    print("; ".join(f"{IMPL_LABELS[impl]}: {name}, stream files from {streams}"
+                    for impl, (name, streams) in seen.items() if impl != "stdlib"))
     print()
     print(markdown(report))
     for line in skipped + report["warnings"]:
