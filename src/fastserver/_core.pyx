@@ -20,6 +20,8 @@ from fastserver._poller cimport *
 import socket as _socket
 from time import monotonic
 
+from fastserver._parked import ParkedConnections
+
 POLLER = fs_poller_name.decode()
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -63,7 +65,7 @@ cdef extern from *:
 
 # Connections accepted per readiness before the loop looks at its wakeup descriptor again.
 cdef int ACCEPT_BATCH = 32
-cdef int EVENTS_MAX = 8
+cdef int EVENTS_MAX = 64
 # Out of descriptors or memory, accept() fails at once for as long as it lasts: instead of spinning
 # (the stdlib's loop does), leave the client queued and retry after a delay that doubles from
 # BACKOFF_MIN_MS to BACKOFF_MAX_MS. Same policy as _pure.
@@ -144,6 +146,7 @@ cdef class Dispatcher:
     cdef object finish_request, shutdown_request, close_request, service_actions
     cdef bint tcp_shutdown, close_socket, nodelay
     cdef int accept_error  # errno of the last failed accept (0 after a success)
+    cdef object parked  # the loop's ParkedConnections (first_data_timeout), or None
 
     def __cinit__(self, server):
         self.server = server
@@ -239,7 +242,10 @@ cdef class Dispatcher:
     cdef int dispatch(self, request, client_address) except -1:
         if self.verify_request is None or self.verify_request(request, client_address):
             try:
-                self.process(request, client_address)
+                if self.parked is not None:
+                    self.parked.park(request, client_address)
+                else:
+                    self.process(request, client_address)
             except Exception:
                 self.server.handle_error(request, client_address)
                 self.end_request(request)
@@ -249,6 +255,14 @@ cdef class Dispatcher:
         else:
             self.end_request(request)
         return 0
+
+    def process_parked(self, request, client_address):
+        """Process a parked connection, now readable."""
+        self.process(request, client_address)
+
+    def close_parked(self, request):
+        """Close a parked connection: shutdown_request(), as the server defines it."""
+        self.end_request(request)
 
     cdef int process(self, request, client_address) except -1:
         if self.process_request is not None:
@@ -327,10 +341,18 @@ cdef class Loop:
 
     def sleep(self, seconds):
         """Wait until wake() or for ``seconds`` (the workers' supervisor waits so)."""
-        cdef fs_event events[8]
-        cdef int n = self.wait(events, timeout_ms(seconds))
+        cdef fs_event events[1]
+        cdef int n = self.wait(events, 1, timeout_ms(seconds))
         if n > 0:
             fs_wakeup_drain(self.wake_r)
+
+    def watch(self, int fd):
+        """Add ``fd`` to the poller, for readability (a parked connection)."""
+        if fs_poller_add(self.poller, fd, FS_READABLE) < 0:
+            raise_errno()
+
+    def unwatch(self, int fd):
+        fs_poller_remove(self.poller, fd)
 
     def serve_forever(self, server, poll_interval):
         """The standard library's serve_forever loop, waiting in C and woken by wake()."""
@@ -345,21 +367,34 @@ cdef class Loop:
         if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
             fs_poller_remove(self.poller, listen_fd)
             raise_errno()
+        if dispatcher.hooks.first_data_timeout is not None:
+            dispatcher.parked = ParkedConnections(
+                dispatcher.hooks.first_data_timeout, self.watch, self.unwatch,
+                dispatcher.process_parked, server.handle_error, dispatcher.close_parked)
         try:
             self.run(server, dispatcher, ms)
         finally:
-            if dispatcher.accept_in_c and not was_nonblocking:
-                fs_set_nonblocking(listen_fd, 0, NULL)
-            fs_poller_remove(self.poller, listen_fd)
+            try:
+                if dispatcher.parked is not None:
+                    dispatcher.parked.close_all()
+            finally:
+                if dispatcher.accept_in_c and not was_nonblocking:
+                    fs_set_nonblocking(listen_fd, 0, NULL)
+                fs_poller_remove(self.poller, listen_fd)
 
     cdef int run(self, server, Dispatcher dispatcher, int ms) except -1:
-        cdef fs_event events[8]
-        cdef int n, i, wait_ms, backoff_ms = 0
+        cdef fs_event events[64]
+        cdef int n, i, wait_ms, due_ms, backoff_ms = 0
         cdef bint listener_ready, armed = True, wanted, paused = False
         accepting = dispatcher.hooks.accepting
+        parked = dispatcher.parked
         while not server._BaseServer__shutdown_request:
-            # The listener is polled unless accepting is paused or the thread pool is full.
-            wanted = not paused and (accepting is None or accepting())
+            # The listener is polled unless accepting is paused or no thread is free (with
+            # parking: while a readable connection waits for one).
+            if parked is None:
+                wanted = not paused and (accepting is None or accepting())
+            else:
+                wanted = not paused and not parked.ready
             if wanted != armed:
                 if wanted:
                     if fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
@@ -368,22 +403,34 @@ cdef class Loop:
                     fs_poller_remove(self.poller, dispatcher.listen_fd)
                 armed = wanted
             wait_ms = backoff_ms if paused and not 0 <= ms < backoff_ms else ms
-            n = self.wait(events, wait_ms)
+            if parked is not None:
+                due = parked.next_timeout()
+                if due is not None:
+                    due_ms = timeout_ms(due)
+                    if wait_ms < 0 or due_ms < wait_ms:
+                        wait_ms = due_ms
+            n = self.wait(events, EVENTS_MAX, wait_ms)
             if server._BaseServer__shutdown_request:
                 break
             listener_ready = False
             for i in range(n):
                 if events[i].fd == self.wake_r:
                     fs_wakeup_drain(self.wake_r)
-                else:
+                elif events[i].fd == dispatcher.listen_fd:
                     listener_ready = True
+                else:
+                    parked.readable(events[i].fd)
+            if parked is not None:
+                parked.expire()
+                parked.dispatch(accepting)
             if paused:
                 paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
             elif listener_ready:
                 # service_actions() (ForkingMixIn: reaping, max_children) runs between requests
                 # in the stdlib: a server that overrides it gets one request per wakeup.
                 dispatcher.handle_ready(
-                    ACCEPT_BATCH if dispatcher.service_actions is None else 1, accepting)
+                    ACCEPT_BATCH if dispatcher.service_actions is None else 1,
+                    accepting if parked is None else None)
                 if out_of_resources(dispatcher.accept_error):
                     backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
                     paused = True
@@ -395,14 +442,14 @@ cdef class Loop:
             fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE)
         return 0
 
-    cdef int wait(self, fs_event *events, int ms) except -1:
+    cdef int wait(self, fs_event *events, int capacity, int ms) except -1:
         """Wait without the GIL; a signal runs its Python handler (which may raise) and the wait
         goes on for what is left of the timeout, as PEP 475 asks."""
         cdef int n, err
         deadline = monotonic() + ms / 1000.0 if ms > 0 else None
         while True:
             with nogil:
-                n = fs_poller_wait(self.poller, events, EVENTS_MAX, ms)
+                n = fs_poller_wait(self.poller, events, capacity, ms)
                 err = errno
             if n >= 0:
                 return n

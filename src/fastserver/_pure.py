@@ -12,6 +12,8 @@ import threading
 from io import BufferedIOBase
 from time import monotonic
 
+from ._parked import ParkedConnections
+
 _Selector = selectors.DefaultSelector
 POLLER = _Selector.__name__.removesuffix("Selector").lower()
 
@@ -81,44 +83,72 @@ class Loop:
         self.close()
 
     def serve_forever(self, server, poll_interval):
+        from .servers import Hooks
+
+        hooks = Hooks(server)
         with _Selector() as selector:
             selector.register(server, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
-            accepting = getattr(server, "_accepting", None)
-            if getattr(server, "max_threads", None) is None:
-                accepting = None
-            armed, paused, backoff = True, False, 0.0
-            while not server._BaseServer__shutdown_request:
-                # The listener is polled unless accepting is paused or the thread pool is full.
+            parked = None
+            if hooks.first_data_timeout is not None:
+                parked = ParkedConnections(
+                    hooks.first_data_timeout,
+                    lambda fd: selector.register(fd, selectors.EVENT_READ), selector.unregister,
+                    server.process_request, server.handle_error, server.shutdown_request)
+                server._BaseServer__parked = parked  # _handle_request_noblock parks, then
+            try:
+                self._run(server, selector, hooks.accepting, parked, poll_interval)
+            finally:
+                if parked is not None:
+                    server._BaseServer__parked = None
+                    parked.close_all()
+
+    def _run(self, server, selector, accepting, parked, poll_interval):
+        armed, paused, backoff = True, False, 0.0
+        while not server._BaseServer__shutdown_request:
+            # The listener is polled unless accepting is paused or no thread is free (with
+            # parking: while a readable connection waits for one).
+            if parked is None:
                 wanted = not paused and (accepting is None or accepting())
-                if wanted != armed:
-                    armed = wanted
-                    if armed:
-                        selector.register(server, selectors.EVENT_READ)
-                    else:
-                        selector.unregister(server)
-                timeout = poll_interval
-                if paused and (timeout is None or timeout > backoff):
-                    timeout = backoff
-                ready = selector.select(timeout)
-                if server._BaseServer__shutdown_request:
-                    break
-                listener_ready = False
-                for key, _ in ready:
-                    if key.fileobj is server:
-                        listener_ready = True
-                    else:
-                        self._drain()
-                if paused:
-                    paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
-                elif listener_ready:
-                    server._handle_request_noblock()
-                    if server._BaseServer__accept_error in _OUT_OF_RESOURCES:
-                        backoff = min(max(2 * backoff, BACKOFF_MIN), BACKOFF_MAX)
-                        paused = True
-                    else:
-                        backoff = 0.0
-                server.service_actions()
+            else:
+                wanted = not paused and not parked.ready
+            if wanted != armed:
+                armed = wanted
+                if armed:
+                    selector.register(server, selectors.EVENT_READ)
+                else:
+                    selector.unregister(server)
+            timeout = poll_interval
+            if paused and (timeout is None or timeout > backoff):
+                timeout = backoff
+            if parked is not None:
+                due = parked.next_timeout()
+                if due is not None and (timeout is None or due < timeout):
+                    timeout = due
+            ready = selector.select(timeout)
+            if server._BaseServer__shutdown_request:
+                break
+            listener_ready = False
+            for key, _ in ready:
+                if key.fileobj is server:
+                    listener_ready = True
+                elif key.fd == self._wake_r:
+                    self._drain()
+                else:
+                    parked.readable(key.fd)
+            if parked is not None:
+                parked.expire()
+                parked.dispatch(accepting)
+            if paused:
+                paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
+            elif listener_ready:
+                server._handle_request_noblock()
+                if server._BaseServer__accept_error in _OUT_OF_RESOURCES:
+                    backoff = min(max(2 * backoff, BACKOFF_MIN), BACKOFF_MAX)
+                    paused = True
+                else:
+                    backoff = 0.0
+            server.service_actions()
 
 
 def handle_request(server):

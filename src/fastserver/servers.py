@@ -21,13 +21,31 @@ if hasattr(socket, "AF_UNIX"):
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-def _worker_count(workers):
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        raise TypeError(f"workers must be an int, not {type(workers).__name__}")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value > 0:  # NaN too
+        raise ValueError(f"{name} must be more than 0 seconds, not {value!r}")
+    return value
+
+
+def _check_settings(server):
+    """Check fastserver's own settings before a loop starts; the number of workers."""
+    workers = _positive_int("workers", server.workers)
     if workers > 1 and not hasattr(os, "fork"):
         raise ValueError("workers > 1 needs os.fork(), which this platform lacks")
+    if getattr(server, "max_threads", None) is not None:
+        _positive_int("max_threads", server.max_threads)
+    if server.first_data_timeout is not None:
+        _positive_seconds("first_data_timeout", server.first_data_timeout)
     return workers
 
 
@@ -88,6 +106,10 @@ class BaseServer:
     # before its handler runs, and give the handler the client's address that it names.
     proxy_protocol = False
     proxy_timeout = 5.0  # seconds the header may take to arrive
+    # fastserver: hold each accepted stream connection in the loop, without a thread, until its
+    # first bytes arrive; close it if none come within this many seconds (see fastserver._parked).
+    # None (the default) processes connections at once, as the stdlib does.
+    first_data_timeout = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -96,6 +118,7 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__loop = None
+        self.__parked = None  # the pure core's ParkedConnections while its loop runs
         self.__accept_error = 0  # errno of the last failed get_request(), for the pure core
 
     def server_activate(self):
@@ -110,7 +133,7 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         try:
-            supervise = self.worker_id is None and _worker_count(self.workers) > 1
+            supervise = self.worker_id is None and _check_settings(self) > 1
             with _backend.core.Loop() as loop:
                 self.__loop = loop
                 try:
@@ -149,6 +172,7 @@ class BaseServer:
 
         Respects self.timeout.
         """
+        _check_settings(self)
         return _backend.core.handle_request(self)
 
     def _handle_request_noblock(self):
@@ -165,7 +189,10 @@ class BaseServer:
         self.__accept_error = 0
         if self.verify_request(request, client_address):
             try:
-                self.process_request(request, client_address)
+                if self.__parked is not None:
+                    self.__parked.park(request, client_address)
+                else:
+                    self.process_request(request, client_address)
             except Exception:
                 self.handle_error(request, client_address)
                 self.shutdown_request(request)
@@ -419,12 +446,13 @@ class Hooks:
     to call. ``accept`` is True where the core may accept connections itself (a stream socket of
     the plain ``socket.socket`` type and the default get_request). ``accepting``, where set, says
     whether the server can take a request now (ThreadingMixIn with max_threads): while it says no,
-    the loop leaves connections in the backlog and waits to be woken.
+    the loop leaves connections in the backlog and waits to be woken. ``first_data_timeout`` is
+    the server's where the loop holds connections until they are readable, else None.
     """
 
-    __slots__ = ("accept", "accepting", "get_request", "handle_noblock", "verify_request",
-                 "process_request", "finish_request", "shutdown_request", "close_request",
-                 "service_actions")
+    __slots__ = ("accept", "accepting", "first_data_timeout", "get_request", "handle_noblock",
+                 "verify_request", "process_request", "finish_request", "shutdown_request",
+                 "close_request", "service_actions")
 
     # A core runs these defaults itself; anything else is a bound method.
     SHUTDOWN_TCP = "shutdown+close"
@@ -452,6 +480,11 @@ class Hooks:
         self.accepting = None
         if getattr(server, "max_threads", None) is not None and hasattr(server, "_accepting"):
             self.accepting = server._accepting
+        # Only a loop that does its own dispatch (not an overridden _handle_request_noblock)
+        # of stream connections can hold them.
+        self.first_data_timeout = None
+        if self.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM:
+            self.first_data_timeout = server.first_data_timeout
         if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
             self.shutdown_request = self.SHUTDOWN_TCP
         else:
