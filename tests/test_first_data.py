@@ -197,3 +197,38 @@ def test_datagram_servers_ignore_it(fast):
             client.settimeout(TIMEOUT)
             client.sendto(b"ping", server.server_address)
             assert client.recv(100) == b"ok ping"
+
+
+def test_at_the_loop_end_readable_connections_get_a_free_thread_and_the_rest_are_closed():
+    # ParkedConnections on its own, with real sockets: 3 connections have spoken, one has not;
+    # one thread is free when the loop ends.
+    from fastserver._parked import ParkedConnections
+
+    watched, processed, closed = set(), [], []
+    free_threads = [1]
+
+    def process(request, client_address):
+        free_threads[0] -= 1
+        processed.append(client_address)
+
+    parked = ParkedConnections(60.0, watched.add, watched.discard, process,
+                               lambda request, client_address: None, closed.append)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        for number, (server_side, _) in enumerate(pairs):
+            parked.park(server_side, number)
+        assert watched == {server_side.fileno() for server_side, _ in pairs}
+        for server_side, _ in pairs[:3]:
+            assert parked.readable(server_side.fileno())
+        assert not parked.readable(pairs[0][0].fileno())  # no longer parked
+        parked.dispatch(lambda: free_threads[0] > 0)
+        assert processed == [0] and len(parked.ready) == 2
+        free_threads[0] = 1
+        parked.close_all(lambda: free_threads[0] > 0)
+        assert processed == [0, 1]
+        assert closed == [pairs[3][0], pairs[2][0]]  # the silent one, then the one left waiting
+        assert watched == set() and len(parked) == 0 and parked.next_timeout() is None
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()

@@ -376,7 +376,7 @@ cdef class Loop:
         finally:
             try:
                 if dispatcher.parked is not None:
-                    dispatcher.parked.close_all()
+                    dispatcher.parked.close_all(dispatcher.hooks.accepting)
             finally:
                 if dispatcher.accept_in_c and not was_nonblocking:
                     fs_set_nonblocking(listen_fd, 0, NULL)

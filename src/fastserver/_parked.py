@@ -93,12 +93,16 @@ class ParkedConnections:
                 self._close(request)
                 raise
 
-    def close_all(self):
-        """The loop ends: close every connection still held (as the listener's backlog would be)."""
-        waiting, self._waiting = self._waiting, {}
-        ready, self.ready = self.ready, deque()
-        self._deadlines.clear()
-        for fd in waiting:
-            self._unwatch(fd)
-        for request, _ in [*waiting.values(), *ready]:
-            self._close(request)
+    def close_all(self, accepting=None):
+        """The loop ends: process the readable connections that a free thread can take now, and
+        close the rest (as the listener's backlog would be) and every silent one."""
+        try:
+            self.dispatch(accepting)
+        finally:
+            waiting, self._waiting = self._waiting, {}
+            ready, self.ready = self.ready, deque()
+            self._deadlines.clear()
+            for fd in waiting:
+                self._unwatch(fd)
+            for request, _ in [*waiting.values(), *ready]:
+                self._close(request)

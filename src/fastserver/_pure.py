@@ -101,7 +101,7 @@ class Loop:
             finally:
                 if parked is not None:
                     server._BaseServer__parked = None
-                    parked.close_all()
+                    parked.close_all(hooks.accepting)
 
     def _run(self, server, selector, accepting, parked, poll_interval):
         armed, paused, backoff = True, False, 0.0
