@@ -185,21 +185,28 @@ class ServerProcess:
     """One server subprocess: a load's server on one implementation."""
 
     def __init__(self, load, impl, docroot, logdir):
+        self.impl = impl
+        self._start(SERVER_SCRIPT, [load.server, impl, docroot],
+                    os.path.join(logdir, f"server-{load.number}-{impl}.log"))
+
+    def _start(self, script, args, log_path):
+        """Run ``python -c script *args`` (stderr to log_path); its hello line, read. Other
+        server scripts that speak the same protocol use it too (bench/scaling.py)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_package_parent(), env.get("PYTHONPATH", "")) if p)
         env.pop("FASTSERVER_NO_EXTENSIONS", None)
-        self.impl = impl
-        self.log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+        self.log_path = log_path
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, load.server, impl, docroot],
+            [sys.executable, "-c", script, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
             text=True, bufsize=1, close_fds=True)
         hello = json.loads(self._line(30.0))
         self.port = hello["port"]
         self.implementation = hello["implementation"]
         self.streams = hello.get("streams")
+        return hello
 
     def _line(self, timeout):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -407,19 +414,20 @@ def warm_http(port, requests=20):
 
 # --- the benchmark ------------------------------------------------------------------------------
 
-def measure(server, load, settings, loadgen):
-    """Warm the server up, then one measured run; the figures of that run."""
+def measure(server, load, settings, loadgen, run=run_loadgen):
+    """Warm the server up, then one measured run; the figures of that run. ``run`` runs the
+    load generator (bench/scaling.py passes one that runs several at once)."""
     if load.client == "wrk":
         warm_http(server.port)
     elif settings.warmup > 0:
-        run_loadgen(loadgen, server.port, load.client, load.conns,
-                    max(1, settings.requests // 10), settings.warmup)
+        run(loadgen, server.port, load.client, load.conns, max(1, settings.requests // 10),
+            settings.warmup)
     user0, system0, switches0 = server.cpu()
     if load.client == "wrk":
         result = run_wrk(server.port, load.conns, settings.duration, load.close)
     else:
-        result = run_loadgen(loadgen, server.port, load.client, load.conns, settings.requests,
-                             settings.duration)
+        result = run(loadgen, server.port, load.client, load.conns, settings.requests,
+                     settings.duration)
     user1, system1, switches1 = server.cpu()
     server_cpu = (user1 - user0) + (system1 - system0)
     requests = result["requests"]
