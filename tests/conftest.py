@@ -251,6 +251,15 @@ def bounded(function, *args, timeout=TIMEOUT):
     return outcome.get("result")
 
 
+def child_env():
+    """os.environ for a Python child that must import this same fastserver (installed, or from
+    ``src`` with the extension built in place), unbuffered."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastserver.__file__)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    return env
+
+
 def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
     """Poll ``predicate`` until it is true (return True) or ``timeout`` passes (return False)."""
     deadline = time.monotonic() + timeout

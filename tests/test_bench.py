@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_server, serving
+from conftest import child_env, make_server, serving
 
 import fastserver
 from fastserver import bench
@@ -121,9 +121,7 @@ def test_parse_wrk():
 
 
 def test_bench_runs_end_to_end(tmp_path):
-    env = dict(os.environ, FASTSERVER_BENCH_CACHE=str(tmp_path))
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastserver.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    env = dict(child_env(), FASTSERVER_BENCH_CACHE=str(tmp_path))
     argv = [sys.executable, "-m", "fastserver.bench", "--loads", "4", "--rounds", "1",
             "--requests", "200", "--warmup", "0.05", "--json"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,

@@ -17,12 +17,12 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import (
     TIMEOUT,
     bounded,
+    child_env,
     client_for,
     closed_by_peer,
     core_of,
@@ -32,8 +32,6 @@ from conftest import (
     talk,
     wait_until,
 )
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 # The head of every child script: ``ss`` is the module under test, named by argv[1].
 CHILD_PRELUDE = """\
@@ -45,13 +43,6 @@ else:
     import fastserver as ss
     ss._use_core(CORE)
 """
-
-
-def child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def spawn(script, module, *args):
