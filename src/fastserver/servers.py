@@ -12,6 +12,7 @@ import threading
 import traceback
 
 from . import _backend
+from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -419,12 +420,14 @@ class Hooks:
     to call. ``accept`` is True where the core may accept connections itself (a stream socket of
     the plain ``socket.socket`` type and the default get_request). ``accepting``, where set, says
     whether the server can take a request now (ThreadingMixIn with max_threads): while it says no,
-    the loop leaves connections in the backlog and waits to be woken.
+    the loop leaves connections in the backlog and waits to be woken. ``threads_accept`` is True
+    for ThreadingMixIn's own request path on a socket the core accepts on (nothing between
+    accept and process_request_thread overridden): its request threads may accept themselves.
     """
 
-    __slots__ = ("accept", "accepting", "get_request", "handle_noblock", "verify_request",
-                 "process_request", "finish_request", "shutdown_request", "close_request",
-                 "service_actions")
+    __slots__ = ("accept", "accepting", "threads_accept", "get_request", "handle_noblock",
+                 "verify_request", "process_request", "finish_request", "shutdown_request",
+                 "close_request", "service_actions")
 
     # A core runs these defaults itself; anything else is a bound method.
     SHUTDOWN_TCP = "shutdown+close"
@@ -449,6 +452,13 @@ class Hooks:
             self.process_request = server.process_request  # reads the header in Python
         self.finish_request = hook("finish_request", BaseServer.finish_request)
         self.service_actions = hook("service_actions", BaseServer.service_actions)
+        self.threads_accept = (
+            self.accept and self.handle_noblock is None and self.verify_request is None
+            and self.service_actions is None and not server.proxy_protocol
+            and isinstance(server, ThreadingMixIn)
+            and _is_default(server, "process_request", ThreadingMixIn.process_request)
+            and _is_default(server, "process_request_thread",
+                            ThreadingMixIn.process_request_thread))
         self.accepting = None
         if getattr(server, "max_threads", None) is not None and hasattr(server, "_accepting"):
             self.accepting = server._accepting
