@@ -190,3 +190,28 @@ def test_the_compiled_core_lets_the_request_threads_accept(fast):
             send(client, server, b"x")
             assert receive(client, server) == b"x"
     assert loops == ["Acceptors"]
+
+
+def test_a_file_left_open_keeps_the_socket_open_after_the_request(ss):
+    """close_request() closes the socket only once its makefile() files are closed too."""
+    files, done = [], threading.Event()
+
+    class Handler(ss.BaseRequestHandler):
+        def handle(self):
+            files.append((self.request, self.request.makefile("rb")))
+            self.request.sendall(self.request.recv(1024))
+
+        def finish(self):
+            done.set()
+
+    server = make_server(ss, "tcp", Handler, base="ThreadingTCPServer")
+    with serving(server):
+        with client_for(server) as client:
+            send(client, server, b"x")
+            assert receive(client, server) == b"x"
+            assert done.wait(TIMEOUT)
+            request, file = files[0]
+            assert wait_until(lambda: request._closed)  # close() was called
+            assert file.fileno() >= 0  # but the descriptor lives while the file is open
+            file.close()
+            assert request.fileno() == -1

@@ -19,7 +19,7 @@ called in the request's thread, an exception that escapes a request going to
 
 cimport cython
 from cpython.pythread cimport (
-    NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
+    WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_release_lock, PyThread_type_lock,
 )
 from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPROTO, errno
@@ -36,6 +36,21 @@ from fastserver import _pool
 
 cdef extern from *:
     """
+    #if defined(__x86_64__) || defined(__i386__)
+    #  define FS_CPU_RELAX() __builtin_ia32_pause()
+    #else
+    #  define FS_CPU_RELAX() ((void)0)
+    #endif
+    /* The mutex is held for a few instructions or one accept(): spin a little before sleeping
+       on it, for a sleep and a wakeup cost far more than that wait. */
+    static int fs_lock_try_spinning(PyThread_type_lock lock) {
+        for (int i = 0; i < 200; i++) {
+            if (PyThread_acquire_lock(lock, NOWAIT_LOCK))
+                return 1;
+            FS_CPU_RELAX();
+        }
+        return 0;
+    }
     #if defined(__linux__)
     #  include <poll.h>
     #  include <sys/epoll.h>
@@ -87,6 +102,7 @@ cdef extern from *:
     #endif
     """
     int FS_ACCEPTORS
+    bint fs_lock_try_spinning(PyThread_type_lock lock) nogil
     int fs_acceptor_epoll(int listen_fd, int stop_fd) nogil
     int fs_acceptor_wait(int ep, int timeout_ms) nogil
     int fs_stop_open() nogil
@@ -229,7 +245,7 @@ cdef class Acceptors:
 
     cdef inline void lock(self) noexcept:
         """Take the mutex with the GIL held: without it if the mutex is busy."""
-        if not PyThread_acquire_lock(self.mutex, NOWAIT_LOCK):
+        if not fs_lock_try_spinning(self.mutex):
             with nogil:
                 PyThread_acquire_lock(self.mutex, WAIT_LOCK)
 
@@ -338,7 +354,8 @@ cdef class Acceptors:
                     else:
                         backoff_ms = 0
                         ready = fs_acceptor_wait(worker.epfd, IDLE_MS)
-                    PyThread_acquire_lock(self.mutex, WAIT_LOCK)
+                    if not fs_lock_try_spinning(self.mutex):
+                        PyThread_acquire_lock(self.mutex, WAIT_LOCK)
                     if self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1):
                         self.waiting -= 1  # stopped, or idle while others wait: retire
                         self.alive -= 1
@@ -403,7 +420,14 @@ cdef class Acceptors:
                 except OSError:
                     pass
         if self.close_socket:
-            request.close()
+            if type(request) is _socket.socket and request._io_refs <= 0:
+                # what close() does, but without releasing the GIL around close(2): another
+                # thread waiting for the GIL would take it, and this one would wait to finish
+                fd = request.detach()
+                if fd >= 0:
+                    close(fd)
+            else:
+                request.close()
         elif self.close_request is not None:
             self.close_request(request)
         return 0
