@@ -215,3 +215,28 @@ def test_a_file_left_open_keeps_the_socket_open_after_the_request(ss):
             assert file.fileno() >= 0  # but the descriptor lives while the file is open
             file.close()
             assert request.fileno() == -1
+
+
+def test_idle_threads_retire_after_a_burst(fast, monkeypatch):
+    monkeypatch.setattr(fastserver._pool, "IDLE_SECONDS", 0.2)
+    release = threading.Event()
+
+    def respond(handler, data):
+        release.wait(TIMEOUT)
+        return data
+
+    server = threaded(fast, respond)
+    with serving(server):
+        clients = [client_for(server) for _ in range(6)]
+        try:
+            for i, client in enumerate(clients):
+                send(client, server, b"%d" % i)
+            assert wait_until(lambda: len(server._threads) >= 6)
+            release.set()
+            for i, client in enumerate(clients):
+                assert receive(client, server) == b"%d" % i
+        finally:
+            release.set()
+            for client in clients:
+                client.close()
+        assert wait_until(lambda: len(server._threads) <= 1)  # one waits on, at most

@@ -22,7 +22,7 @@ from cpython.pythread cimport (
     WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_release_lock, PyThread_type_lock,
 )
-from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPROTO, errno
+from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
 from posix.unistd cimport close
 
 from fastserver._core cimport sockaddr_to_python
@@ -121,8 +121,6 @@ cdef extern from "<sys/socket.h>" nogil:
 SUPPORTED = bool(FS_ACCEPTORS)
 """Whether this platform has them (Linux: epoll with EPOLLEXCLUSIVE)."""
 
-# An idle thread retires after this long without a connection, unless it is the last one waiting.
-cdef int IDLE_MS = <int>(_pool.IDLE_SECONDS * 1000)
 # Out of descriptors or memory, accept() fails at once while it lasts: back off (as the loop does).
 cdef int BACKOFF_MIN_MS = 1
 cdef int BACKOFF_MAX_MS = 50
@@ -130,10 +128,6 @@ cdef int BACKOFF_MAX_MS = 50
 # take()'s results besides a descriptor
 cdef enum:
     EXIT = -1  # stopped, or retired after IDLE_MS
-
-
-cdef inline bint out_of_resources(int err) noexcept nogil:
-    return err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM
 
 
 @cython.final
@@ -163,6 +157,7 @@ cdef class Acceptors:
     cdef bint nodelay, tcp_shutdown, close_socket
     cdef object finish_request, shutdown_request, close_request
     cdef int max_threads  # -1: no cap
+    cdef int idle_ms  # a thread retires after this long without a connection, unless the last
     cdef bint daemon
     # Shared by the threads, under ``mutex`` (never held across a wait, never needs the GIL):
     cdef PyThread_type_lock mutex
@@ -193,6 +188,7 @@ cdef class Acceptors:
         self.close_request = None if self.close_socket else hooks.close_request
         self.max_threads = -1 if server.max_threads is None else max(int(server.max_threads), 1)
         self.daemon = bool(server.daemon_threads)
+        self.idle_ms = max(<int>(_pool.IDLE_SECONDS * 1000), 1)
         self.stop_fd = fs_stop_open()
         if self.stop_fd < 0:
             raise OSError(errno, "eventfd")
@@ -274,6 +270,11 @@ cdef class Acceptors:
             if fd >= 0 or (errno != EINTR and errno != ECONNABORTED and errno != EPROTO):
                 return fd
 
+    cdef inline void set_nodelay(self, int fd) noexcept nogil:
+        cdef int one = 1
+        if self.nodelay:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))  # as get_request does
+
     # --- the threads
 
     cdef int spawn(self) except -1:
@@ -324,8 +325,8 @@ cdef class Acceptors:
                   bint first) except? -2:
         """The next connection: at once if one is queued, else after a wait without the GIL;
         EXIT to end the thread. Sets ``worker.spawn``."""
-        cdef int fd, err = 0, ready, backoff_ms = 0
-        cdef bint spawn = False, leave = False
+        cdef int fd, err = EAGAIN
+        cdef bint spawn = False, wait = False
         self.lock()
         if first:
             self.starting -= 1
@@ -334,48 +335,51 @@ cdef class Acceptors:
             spawn = self.want_watcher()
         elif self.stopped:
             self.alive -= 1
-            leave = True
         else:
             err = errno
             self.waiting += 1
+            wait = True
         self.unlock()
-        if leave:
-            return EXIT
-        if fd < 0:
+        if fd >= 0:
+            self.set_nodelay(fd)
+        elif wait:
             with nogil:
-                while True:
-                    if worker.epfd < 0:  # out of descriptors at the thread's start: retry
-                        worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
-                        if worker.epfd < 0:
-                            err = errno
-                    if out_of_resources(err) or (err != EAGAIN and err != 0):
-                        backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
-                        ready = fs_stop_wait(self.stop_fd, backoff_ms)
-                    else:
-                        backoff_ms = 0
-                        ready = fs_acceptor_wait(worker.epfd, IDLE_MS)
-                    if not fs_lock_try_spinning(self.mutex):
-                        PyThread_acquire_lock(self.mutex, WAIT_LOCK)
-                    if self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1):
-                        self.waiting -= 1  # stopped, or idle while others wait: retire
-                        self.alive -= 1
-                        self.unlock()
-                        break
-                    fd = self.accept_locked(addr, length)
-                    if fd >= 0:
-                        self.waiting -= 1
-                        spawn = self.want_watcher()
-                        self.unlock()
-                        break
-                    err = errno
-                    self.unlock()
-            if fd < 0:
-                return EXIT
-        if self.nodelay:
-            err = 1
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &err, sizeof(err))  # as get_request does
+                fd = self.wait_and_accept(worker, addr, length, err, &spawn)
         worker.spawn = spawn
-        return fd
+        return fd if fd >= 0 else EXIT
+
+    cdef int wait_and_accept(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
+                             int err, bint *spawn) noexcept nogil:
+        """take() past an empty backlog (``err``: why accept() failed), counted in waiting: the
+        descriptor, or -1 when the thread stops or retires."""
+        cdef int fd, ready, backoff_ms = 0
+        while True:
+            if worker.epfd < 0:  # out of descriptors when the thread started: retry
+                worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
+                if worker.epfd < 0:
+                    err = errno
+            if err != EAGAIN or worker.epfd < 0:  # EMFILE & co: accept() fails at once
+                backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+                ready = fs_stop_wait(self.stop_fd, backoff_ms)
+            else:
+                backoff_ms = 0
+                ready = fs_acceptor_wait(worker.epfd, self.idle_ms)
+            if not fs_lock_try_spinning(self.mutex):
+                PyThread_acquire_lock(self.mutex, WAIT_LOCK)
+            if self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1):
+                self.waiting -= 1  # stopped, or idle while others wait: retire
+                self.alive -= 1
+                self.unlock()
+                return -1
+            fd = self.accept_locked(addr, length)
+            if fd >= 0:
+                self.waiting -= 1
+                spawn[0] = self.want_watcher()
+                self.unlock()
+                self.set_nodelay(fd)  # before the GIL is taken again: it is held less long
+                return fd
+            err = errno
+            self.unlock()
 
     cdef int serve(self, Worker worker, int fd, sockaddr_storage *addr,
                    socklen_t length) except -1:
