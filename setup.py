@@ -51,6 +51,9 @@ def extensions():
     modules = [
         Extension("fastserver._core", ["src/fastserver/_core.pyx", "csrc/poller.c"],
                   depends=["csrc/poller.h", "csrc/compat.h"], **common),
+        Extension("fastserver._acceptors",
+                  ["src/fastserver/_acceptors.pyx", "csrc/acceptor.c", "csrc/poller.c"],
+                  depends=["csrc/acceptor.h", "csrc/poller.h", "csrc/compat.h"], **common),
         Extension("fastserver._stream", ["src/fastserver/_stream.pyx"], **common),
         Extension("fastserver._proxy", ["src/fastserver/_proxy.pyx"], **common),
     ]

@@ -14,6 +14,22 @@
 #  endif
 #endif
 
+/* Request threads that accept for themselves (fastserver._acceptors) need an epoll instance per
+   thread with EPOLLEXCLUSIVE (Linux 4.5; older kernels ignore the flag and wake every waiter,
+   which costs wakeups but stays correct) and an eventfd to stop them. */
+#if defined(FS_HAVE_EPOLL) && defined(FS_HAVE_EVENTFD)
+#  define FS_HAVE_ACCEPTORS 1
+#endif
+
+/* A pause in a spin-wait loop. */
+#if defined(__x86_64__) || defined(__i386__)
+#  define FS_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#  define FS_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#  define FS_CPU_RELAX() ((void)0)
+#endif
+
 #if defined(FS_HAVE_EPOLL)
 #  define FS_POLLER_NAME "epoll"
 #elif defined(FS_HAVE_KQUEUE)

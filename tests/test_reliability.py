@@ -59,7 +59,10 @@ def finish(proc, timeout):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # its pipes are held open: by orphans of its own
+            pytest.fail(f"child or its children still running after {timeout} s")
         pytest.fail(f"child still running after {timeout} s; stderr:\n{err}")
     return proc.returncode, out, err
 
@@ -812,6 +815,25 @@ def test_workers_respawn_reload_and_stop_gracefully(fast):
     assert out.splitlines()[-1] == "stopped"
     assert slow and int(slow[0]) in workers
     assert not [pid for pid in workers if alive(pid)], "orphaned workers"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_stop_when_the_supervisor_is_killed(fast):
+    proc = spawn(WORKERS_CHILD, fast)
+    try:
+        address = ("127.0.0.1", int(read_line(proc)))
+        assert wait_until(lambda: len(children_of(proc.pid)) == 3)
+        workers = set(children_of(proc.pid))
+        assert int(ask(address)) in workers
+        proc.kill()  # SIGKILL: no chance to stop them itself
+        code, _, _ = finish(proc, TIMEOUT)  # their pipes close as they exit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == -signal.SIGKILL
+    assert wait_until(lambda: not [pid for pid in workers if alive(pid)], timeout=TIMEOUT), \
+        "orphaned workers still running"
 
 
 # --- 10. bad input (beyond tests/test_bad_input.py) -------------------------------------------

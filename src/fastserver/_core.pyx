@@ -80,6 +80,26 @@ cdef object _fsdecode = __import__("os").fsdecode
 cdef object _Hooks = None
 
 
+cdef object _acceptors = None
+cdef object _thread_pool = None
+
+
+cdef object acceptors():
+    global _acceptors
+    if _acceptors is None:
+        from fastserver import _acceptors as module
+        _acceptors = module
+    return _acceptors
+
+
+cdef object thread_pool(server):
+    global _thread_pool
+    if _thread_pool is None:
+        from fastserver.mixins import thread_pool as function
+        _thread_pool = function
+    return _thread_pool(server)
+
+
 cdef object hooks_for(server):
     global _Hooks
     if _Hooks is None:
@@ -362,6 +382,8 @@ cdef class Loop:
         cdef int listen_fd = dispatcher.listen_fd
         cdef int was_nonblocking = 0
         cdef int ms = timeout_ms(poll_interval)
+        if dispatcher.accept_in_c and dispatcher.hooks.threads_accept and acceptors().SUPPORTED:
+            return self.serve_with_acceptors(server, dispatcher, ms)
         if fs_poller_add(self.poller, listen_fd, FS_READABLE) < 0:
             raise_errno()
         if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
@@ -440,6 +462,29 @@ cdef class Loop:
                 dispatcher.service_actions()
         if not armed:  # serve_forever() removes it
             fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE)
+        return 0
+
+    cdef int serve_with_acceptors(self, server, Dispatcher dispatcher, int ms) except -1:
+        """ThreadingMixIn's default path: the request threads accept the connections themselves
+        (see fastserver._acceptors) and this thread only waits for shutdown()."""
+        cdef fs_event events[1]
+        cdef int was_nonblocking = 0
+        cdef int listen_fd = dispatcher.listen_fd
+        if fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
+            raise_errno()
+        try:
+            threads = acceptors().Acceptors(server, dispatcher.hooks)
+            thread_pool(server).adopt(threads)
+            try:
+                threads.start()
+                while not server._BaseServer__shutdown_request:
+                    if self.wait(events, 1, ms) > 0:  # the wakeup descriptor: all it waits on
+                        fs_wakeup_drain(self.wake_r)
+            finally:
+                threads.stop()
+        finally:
+            if not was_nonblocking:
+                fs_set_nonblocking(listen_fd, 0, NULL)
         return 0
 
     cdef int wait(self, fs_event *events, int capacity, int ms) except -1:

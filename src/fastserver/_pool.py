@@ -54,11 +54,20 @@ class ThreadPool:
         self._busy = 0  # jobs running on non-daemon threads, for join()
         self._running = 0  # jobs running on any thread
         self._closed = False
+        self._adopted = []  # thread groups of the compiled core (see adopt())
         _pools.add(self)
 
     def __len__(self):
-        """Threads alive, busy or parked."""
-        return len(self._workers)
+        """Threads alive, busy or parked (the adopted ones too)."""
+        return len(self._workers) + sum(len(group) for group in self._adopted)
+
+    def adopt(self, group):
+        """Have join() and close() join or close ``group`` (fastserver._acceptors.Acceptors: the
+        threads of one serve_forever that accept their own connections) with this pool."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot add threads to a closed thread pool")
+            self._adopted = [g for g in self._adopted if len(g)] + [group]
 
     def full(self):
         """True while max_threads jobs are running: no job can start without waiting."""
@@ -141,10 +150,13 @@ class ThreadPool:
         """Stop parked threads now and busy ones when their job ends; join them if ``wait``."""
         with self._lock:
             self._closed = True
+            adopted, self._adopted = self._adopted, []
             idle, self._idle = self._idle, []
             for worker in idle:
                 self._workers.discard(worker)
                 worker.wake.release()  # with no job: the thread returns
+        for group in adopted:
+            group.join() if wait else group.close()
         if wait:
             for worker in idle:
                 if worker.thread is not None and worker.thread is not threading.current_thread():

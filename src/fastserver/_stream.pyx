@@ -5,13 +5,14 @@
 ``sock.makefile('rb', rbufsize)``, and for ``wbufsize == 0`` a writer whose write() is one
 sendall(), else ``sock.makefile('wb', wbufsize)`` — with the same results and exceptions. The
 difference is how the socket is driven. The socket module releases and retakes the GIL around
-every syscall; here each recv()/send() is first tried without blocking while the GIL is held, and
-the GIL is released only to wait: in the syscall itself for a blocking socket, in poll(2) up to
-the deadline for a socket with a timeout. (A reader whose last recv had to wait a while skips the
-first try: between requests it would only add a syscall.) The socket's timeout is read when a
-wait begins (a handler may change it after setup), signals interrupt a wait and run their
-handlers (which may raise) before it resumes (PEP 475), and errors are the socket module's
-OSError subclasses.
+every syscall; here each recv() is first tried without blocking while the GIL is held, and the
+GIL is released only to wait: in the syscall itself for a blocking socket, in poll(2) up to the
+deadline for a socket with a timeout. A send() releases it too: on a local connection it runs
+the receiver's side and wakes it, and the thread may lose its CPU in there. (A reader whose
+last recv had to wait a while skips the first try: between requests it would only add a
+syscall.) The socket's timeout is read when a wait begins (a handler may change it after setup),
+signals interrupt a wait and run their handlers (which may raise) before it resumes (PEP 475),
+and errors are the socket module's OSError subclasses.
 
 Anything unusual (a socket subclass such as an SSL socket, a non-stream socket, an unbuffered or
 non-integer rbufsize, a buffer size beyond MAX_BUFFER_SIZE) is handed to the pure-Python maker.
@@ -187,7 +188,15 @@ cdef Py_ssize_t transfer(object sock, int fd, char *data, Py_ssize_t length, bin
         if deadline[0] == UNKNOWN:
             deadline[0] = deadline_of(sock)
         probe = deadline[0] == 0.0
-    if probe:
+    if probe and sending:
+        # A send on a local connection runs the receiver's side too and wakes it: the thread may
+        # lose its CPU in there, and must not hold the GIL while it does.
+        with nogil:
+            n = syscall(fd, data, length, sending, MSG_DONTWAIT)
+            err = errno
+        if n >= 0:
+            return n
+    elif probe:
         n = syscall(fd, data, length, sending, MSG_DONTWAIT)
         if n >= 0:
             return n

@@ -22,6 +22,14 @@ class _NoThreads:
         return 0
 
 
+def thread_pool(server):
+    """A ThreadingMixIn server's ThreadPool (``_threads``), made at its first use."""
+    pool = server._threads
+    if type(pool) is not ThreadPool:
+        pool = server._threads = ThreadPool(server.max_threads, server._wake_loop)
+    return pool
+
+
 class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread.
 
@@ -57,9 +65,7 @@ class ThreadingMixIn:
 
     def process_request(self, request, client_address):
         """Run the request on a free thread (a parked one, else a new one)."""
-        pool = self._threads
-        if type(pool) is not ThreadPool:
-            pool = self._threads = ThreadPool(self.max_threads, self._wake_loop)
+        pool = thread_pool(self)
         pool.submit(self.process_request_thread, (request, client_address), self.daemon_threads)
 
     def _accepting(self):

@@ -12,6 +12,7 @@ import threading
 import traceback
 
 from . import _backend
+from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
 if hasattr(socket, "AF_UNIX"):
@@ -446,13 +447,16 @@ class Hooks:
     to call. ``accept`` is True where the core may accept connections itself (a stream socket of
     the plain ``socket.socket`` type and the default get_request). ``accepting``, where set, says
     whether the server can take a request now (ThreadingMixIn with max_threads): while it says no,
-    the loop leaves connections in the backlog and waits to be woken. ``first_data_timeout`` is
-    the server's where the loop holds connections until they are readable, else None.
+    the loop leaves connections in the backlog and waits to be woken. ``threads_accept`` is True
+    for ThreadingMixIn's own request path on a socket the core accepts on (nothing between
+    accept and process_request_thread overridden, no first_data_timeout): its request threads
+    may accept themselves. ``first_data_timeout`` is the server's where the loop holds
+    connections until they are readable, else None.
     """
 
-    __slots__ = ("accept", "accepting", "first_data_timeout", "get_request", "handle_noblock",
-                 "verify_request", "process_request", "finish_request", "shutdown_request",
-                 "close_request", "service_actions")
+    __slots__ = ("accept", "accepting", "threads_accept", "first_data_timeout", "get_request",
+                 "handle_noblock", "verify_request", "process_request", "finish_request",
+                 "shutdown_request", "close_request", "service_actions")
 
     # A core runs these defaults itself; anything else is a bound method.
     SHUTDOWN_TCP = "shutdown+close"
@@ -485,6 +489,14 @@ class Hooks:
         self.first_data_timeout = None
         if self.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM:
             self.first_data_timeout = server.first_data_timeout
+        self.threads_accept = (
+            self.accept and self.handle_noblock is None and self.verify_request is None
+            and self.service_actions is None and not server.proxy_protocol
+            and self.first_data_timeout is None  # held connections are the loop's to hand out
+            and isinstance(server, ThreadingMixIn)
+            and _is_default(server, "process_request", ThreadingMixIn.process_request)
+            and _is_default(server, "process_request_thread",
+                            ThreadingMixIn.process_request_thread))
         if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
             self.shutdown_request = self.SHUTDOWN_TCP
         else:

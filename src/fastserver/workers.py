@@ -12,14 +12,17 @@ backlog of its own). The parent only supervises:
   connection is refused.
 
 The parent returns from ``serve_forever()`` once every worker has exited: no orphan, no zombie.
+On Linux a worker also stops gracefully when the parent dies without stopping it (SIGKILL).
 """
 
 import os
 import signal
+import sys
 import threading
 from time import monotonic
 
 TICK = 0.1
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -125,9 +128,24 @@ def _signal(pid, signum):
         pass
 
 
+def _stop_with_parent():
+    """Linux: have the kernel send SIGTERM to this worker when its parent dies (PR_SET_PDEATHSIG),
+    so that a supervisor killed outright leaves no orphan serving on. True if it is set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _run_worker(server, index, poll_interval):
     """A worker: the ordinary loop on the inherited socket until SIGTERM/SIGINT; then exit."""
     status = 0
+    parent = os.getppid()
     try:
         server.worker_id = index
         server._BaseServer__shutdown_request = False
@@ -144,6 +162,8 @@ def _run_worker(server, index, poll_interval):
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stop)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        if _stop_with_parent() and os.getppid() != parent:
+            return  # the parent died before the signal was asked for
         server.serve_forever(poll_interval)
         server.server_close()  # finishes the requests in flight (ThreadingMixIn joins them)
     except BaseException:
