@@ -21,6 +21,15 @@
 #  define FS_HAVE_ACCEPTORS 1
 #endif
 
+/* Flags for every send(): no SIGPIPE where the platform can say so per call (Python ignores
+   SIGPIPE anyway, but an embedding application may not). */
+#include <sys/socket.h>
+#if defined(MSG_NOSIGNAL)
+#  define FS_SEND_FLAGS MSG_NOSIGNAL
+#else
+#  define FS_SEND_FLAGS 0
+#endif
+
 /* A pause in a spin-wait loop. */
 #if defined(__x86_64__) || defined(__i386__)
 #  define FS_CPU_RELAX() __builtin_ia32_pause()

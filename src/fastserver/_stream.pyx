@@ -56,11 +56,7 @@ cdef extern from *:
     #include <errno.h>
     #include <sys/types.h>
     #include <sys/socket.h>
-    #ifdef MSG_NOSIGNAL
-    #  define FS_SEND_FLAGS MSG_NOSIGNAL
-    #else
-    #  define FS_SEND_FLAGS 0  /* Python ignores SIGPIPE anyway */
-    #endif
+    #include "compat.h"
 
     /* Take the reference ``b`` (a bytes object nobody else holds), shrink it to ``n`` bytes and
        return it; NULL with an exception set on failure (``b`` is then freed). */
