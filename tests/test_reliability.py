@@ -634,15 +634,16 @@ SIGINT_CHILD = """\
 class Handler(ss.BaseRequestHandler):
     pass
 
-server = ss.TCPServer(("127.0.0.1", 0), Handler)
+server = getattr(ss, sys.argv[3])(("127.0.0.1", 0), Handler)
 print("ready", flush=True)
 server.serve_forever(poll_interval=float(sys.argv[2]))
 """
 
 
-def test_sigint_interrupts_serve_forever(ss):
+@pytest.mark.parametrize("server_class", ["TCPServer", "ThreadingTCPServer"])
+def test_sigint_interrupts_serve_forever(ss, server_class):
     poll = 0.5 if is_stdlib(ss) else 10.0
-    proc = spawn(SIGINT_CHILD, ss, poll)
+    proc = spawn(SIGINT_CHILD, ss, poll, server_class)
     try:
         assert read_line(proc) == "ready\n"
         time.sleep(0.3)  # inside serve_forever's wait
