@@ -95,7 +95,7 @@ class Loop:
                     hooks.first_data_timeout,
                     lambda fd: selector.register(fd, selectors.EVENT_READ), selector.unregister,
                     server.process_request, server.handle_error, server.shutdown_request)
-                server._BaseServer__parked = parked  # _handle_request_noblock parks, then
+                server._BaseServer__parked = parked  # _handle_request_noblock() parks with it
             try:
                 self._run(server, selector, hooks.accepting, parked, poll_interval)
             finally:
