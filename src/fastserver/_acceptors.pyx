@@ -25,10 +25,9 @@ from cpython.pythread cimport (
 from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
 from posix.unistd cimport close
 
-from fastserver._core cimport sockaddr_to_python
-from fastserver._poller cimport fs_accept, shutdown, SHUT_WR, sockaddr, sockaddr_storage, socklen_t
+from fastserver._core cimport Dispatcher, next_backoff_ms, sockaddr_to_python
+from fastserver._poller cimport fs_accept, sockaddr, sockaddr_storage, socklen_t
 
-import socket as _socket
 import sys
 import threading
 
@@ -55,21 +54,8 @@ cdef bint lock_try_spinning(PyThread_type_lock lock) noexcept nogil:
         FS_CPU_RELAX()
     return False
 
-cdef extern from "<netinet/in.h>" nogil:
-    enum: AF_INET, AF_INET6
-
-cdef extern from "<netinet/tcp.h>" nogil:
-    enum: IPPROTO_TCP, TCP_NODELAY
-
-cdef extern from "<sys/socket.h>" nogil:
-    int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
-
 SUPPORTED = bool(fs_acceptors_supported)
 """Whether this platform has them (Linux: epoll with EPOLLEXCLUSIVE)."""
-
-# Out of descriptors or memory, accept() fails at once while it lasts: back off (as the loop does).
-cdef int BACKOFF_MIN_MS = 1
-cdef int BACKOFF_MAX_MS = 50
 
 # take()'s results besides a descriptor
 cdef enum:
@@ -98,10 +84,8 @@ cdef class Acceptors:
     """The request threads of one serve_forever(): start() them, stop() them when it returns."""
 
     cdef object server
-    cdef int listen_fd, stop_fd, family, type_, proto
-    cdef object socket_class
-    cdef bint nodelay, tcp_shutdown, close_socket
-    cdef object finish_request, shutdown_request, close_request
+    cdef Dispatcher dispatcher  # the server's hooks, and how to wrap, finish and end a request
+    cdef int listen_fd, stop_fd
     cdef int max_threads  # -1: no cap
     cdef int idle_ms  # a thread retires after this long without a connection, unless the last
     cdef bint daemon
@@ -116,23 +100,15 @@ cdef class Acceptors:
     cdef set workers
     cdef object __weakref__
 
-    def __cinit__(self, server, hooks):
+    def __cinit__(self, server, Dispatcher dispatcher):
         self.stop_fd = -1
         self.mutex = PyThread_allocate_lock()
         if self.mutex == NULL:
             raise MemoryError()
         self.server = server
         self.workers = set()
-        sock = server.socket
-        self.listen_fd = sock.fileno()
-        self.family, self.type_, self.proto = sock.family, sock.type, sock.proto
-        self.socket_class = type(sock)
-        self.nodelay = bool(server.tcp_nodelay) and self.family in (AF_INET, AF_INET6)
-        self.finish_request = hooks.finish_request
-        self.tcp_shutdown = hooks.shutdown_request == hooks.SHUTDOWN_TCP
-        self.shutdown_request = None if self.tcp_shutdown else hooks.shutdown_request
-        self.close_socket = hooks.close_request == hooks.CLOSE_SOCKET
-        self.close_request = None if self.close_socket else hooks.close_request
+        self.dispatcher = dispatcher
+        self.listen_fd = dispatcher.listen_fd
         self.max_threads = -1 if server.max_threads is None else max(int(server.max_threads), 1)
         self.daemon = bool(server.daemon_threads)
         self.shared = server.worker_id is not None
@@ -218,11 +194,6 @@ cdef class Acceptors:
             if fd >= 0 or (errno != EINTR and errno != ECONNABORTED and errno != EPROTO):
                 return fd
 
-    cdef inline void set_nodelay(self, int fd) noexcept nogil:
-        cdef int one = 1
-        if self.nodelay:
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))  # as get_request does
-
     # --- the threads
 
     cdef int spawn(self) except -1:
@@ -289,7 +260,7 @@ cdef class Acceptors:
             wait = True
         self.unlock()
         if fd >= 0:
-            self.set_nodelay(fd)
+            self.dispatcher.set_nodelay(fd)
         elif wait:
             with nogil:
                 fd = self.wait_and_accept(worker, addr, length, err, &spawn)
@@ -307,7 +278,7 @@ cdef class Acceptors:
                 if worker.epfd < 0:
                     err = errno
             if err != EAGAIN or worker.epfd < 0:  # EMFILE & co: accept() fails at once
-                backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+                backoff_ms = next_backoff_ms(backoff_ms)  # out of descriptors: as the loop
                 ready = fs_stop_wait(self.stop_fd, backoff_ms)
             else:
                 backoff_ms = 0
@@ -326,7 +297,7 @@ cdef class Acceptors:
                 self.unlock()
                 if self.shared and worker.epfd >= 0:
                     fs_acceptor_requeue(worker.epfd, self.listen_fd)  # the next one for another
-                self.set_nodelay(fd)  # before the GIL is taken again: it is held less long
+                self.dispatcher.set_nodelay(fd)  # before the GIL is taken again: held less long
                 return fd
             err = errno
             self.unlock()
@@ -336,52 +307,16 @@ cdef class Acceptors:
         """process_request_thread(): finish_request(), handle_error() on an Exception, and
         shutdown_request() in any case. A thread that fails to start is reported as the stdlib
         reports it (handle_error() for the request, which is then closed)."""
-        server = self.server
-        try:
-            request = self.socket_class(self.family, self.type_, self.proto, fd)
-        except BaseException:
-            close(fd)
-            raise
+        cdef Dispatcher dispatcher = self.dispatcher
+        request = dispatcher.wrap(fd)
         client_address = sockaddr_to_python(addr, length)
         try:
             if worker.spawn:
                 worker.spawn = False
                 self.spawn()
-            if self.finish_request is None:
-                server.RequestHandlerClass(request, client_address, server)
-            else:
-                self.finish_request(request, client_address)
+            dispatcher.finish(request, client_address)
         except Exception:
-            server.handle_error(request, client_address)
+            self.server.handle_error(request, client_address)
         finally:
-            self.end_request(request)
-        return 0
-
-    cdef int end_request(self, request) except -1:
-        """shutdown_request(): shutdown(SHUT_WR) where it is TCPServer's, then close_request()."""
-        cdef int fd
-        if self.shutdown_request is not None:
-            self.shutdown_request(request)
-            return 0
-        if self.tcp_shutdown:
-            if type(request) is _socket.socket:
-                fd = request.fileno()
-                if fd >= 0:
-                    shutdown(fd, SHUT_WR)  # errors (ENOTCONN: the peer left) are ignored
-            else:
-                try:
-                    request.shutdown(_socket.SHUT_WR)
-                except OSError:
-                    pass
-        if self.close_socket:
-            if type(request) is _socket.socket and request._io_refs <= 0:
-                # what close() does, but without releasing the GIL around close(2): another
-                # thread waiting for the GIL would take it, and this one would wait to finish
-                fd = request.detach()
-                if fd >= 0:
-                    close(fd)
-            else:
-                request.close()
-        elif self.close_request is not None:
-            self.close_request(request)
+            dispatcher.end_request(request)
         return 0

@@ -5,3 +5,28 @@ from fastserver._poller cimport sockaddr_storage, socklen_t
 
 
 cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length)
+
+cdef int next_backoff_ms(int backoff_ms) noexcept nogil
+
+
+cdef class Dispatcher:
+    cdef object server
+    cdef object hooks
+    cdef bint accept_in_c
+    cdef int listen_fd, family, type_, proto
+    cdef object socket_class
+    cdef object get_request, handle_noblock, verify_request, process_request
+    cdef object finish_request, shutdown_request, close_request, service_actions
+    cdef bint tcp_shutdown, close_socket, nodelay
+    cdef int accept_error  # errno of the last failed accept (0 after a success)
+    cdef object parked  # the loop's ParkedConnections (first_data_timeout), or None
+
+    cdef int handle_ready(self, int limit, accepting=*) except -1
+    cdef object next_request(self)
+    cdef object accept(self)
+    cdef void set_nodelay(self, int fd) noexcept nogil
+    cdef object wrap(self, int fd)
+    cdef int dispatch(self, request, client_address) except -1
+    cdef int process(self, request, client_address) except -1
+    cdef int finish(self, request, client_address) except -1
+    cdef int end_request(self, request) except -1

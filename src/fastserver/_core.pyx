@@ -73,6 +73,11 @@ cdef int BACKOFF_MIN_MS = 1
 cdef int BACKOFF_MAX_MS = 50
 
 
+cdef int next_backoff_ms(int backoff_ms) noexcept nogil:
+    """The delay after another failed accept(), given the last one (0: none yet)."""
+    return min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+
+
 cdef inline bint out_of_resources(int err) noexcept:
     return err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM
 cdef object _fsdecode = __import__("os").fsdecode
@@ -155,18 +160,8 @@ cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
 
 
 cdef class Dispatcher:
-    """One server's hooks, resolved; handles the connections that are ready."""
-
-    cdef object server
-    cdef object hooks
-    cdef bint accept_in_c
-    cdef int listen_fd, family, type_, proto
-    cdef object socket_class
-    cdef object get_request, handle_noblock, verify_request, process_request
-    cdef object finish_request, shutdown_request, close_request, service_actions
-    cdef bint tcp_shutdown, close_socket, nodelay
-    cdef int accept_error  # errno of the last failed accept (0 after a success)
-    cdef object parked  # the loop's ParkedConnections (first_data_timeout), or None
+    """One server's hooks, resolved; handles the connections that are ready. (Its attributes
+    are declared in _core.pxd: fastserver._acceptors serves requests through it too.)"""
 
     def __cinit__(self, server):
         self.server = server
@@ -249,15 +244,22 @@ cdef class Dispatcher:
             if err == ECONNABORTED or err == EPROTO:
                 continue  # the peer gave up while queued: try the next one
             return None  # EAGAIN: drained; anything else: the next wakeup retries
+        self.set_nodelay(fd)
+        return self.wrap(fd), sockaddr_to_python(&addr, length)
+
+    cdef void set_nodelay(self, int fd) noexcept nogil:
+        """TCP_NODELAY on an accepted connection, as TCPServer.get_request() sets it."""
         cdef int one = 1
         if self.nodelay:
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))  # as get_request does
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+
+    cdef object wrap(self, int fd):
+        """The socket object for an accepted descriptor (closed if that fails)."""
         try:
-            request = self.socket_class(self.family, self.type_, self.proto, fd)
+            return self.socket_class(self.family, self.type_, self.proto, fd)
         except BaseException:
             close(fd)
             raise
-        return request, sockaddr_to_python(&addr, length)
 
     cdef int dispatch(self, request, client_address) except -1:
         if self.verify_request is None or self.verify_request(request, client_address):
@@ -288,11 +290,16 @@ cdef class Dispatcher:
         if self.process_request is not None:
             self.process_request(request, client_address)
             return 0
+        self.finish(request, client_address)
+        self.end_request(request)
+        return 0
+
+    cdef int finish(self, request, client_address) except -1:
+        """finish_request(): the handler, instantiated here where it is not overridden."""
         if self.finish_request is not None:
             self.finish_request(request, client_address)
         else:
             self.server.RequestHandlerClass(request, client_address, self.server)
-        self.end_request(request)
         return 0
 
     cdef int end_request(self, request) except -1:
@@ -312,7 +319,14 @@ cdef class Dispatcher:
                 except OSError:
                     pass
         if self.close_socket:
-            request.close()
+            if type(request) is _socket.socket and request._io_refs <= 0:
+                # what close() does, but without releasing the GIL around close(2): another
+                # thread waiting for the GIL would take it, and this one would wait to finish
+                fd = request.detach()
+                if fd >= 0:
+                    close(fd)
+            else:
+                request.close()
         elif self.close_request is not None:
             self.close_request(request)
         return 0
@@ -454,7 +468,7 @@ cdef class Loop:
                     ACCEPT_BATCH if dispatcher.service_actions is None else 1,
                     accepting if parked is None else None)
                 if out_of_resources(dispatcher.accept_error):
-                    backoff_ms = min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+                    backoff_ms = next_backoff_ms(backoff_ms)
                     paused = True
                 else:
                     backoff_ms = 0
@@ -473,7 +487,7 @@ cdef class Loop:
         if fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
             raise_errno()
         try:
-            threads = acceptors().Acceptors(server, dispatcher.hooks)
+            threads = acceptors().Acceptors(server, dispatcher)
             thread_pool(server).adopt(threads)
             try:
                 threads.start()
