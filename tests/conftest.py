@@ -186,6 +186,17 @@ def talk(server, data=b"", directory=None):
         return receive(client, server)
 
 
+def ask(address, line=b"hi\n", timeout=TIMEOUT):
+    """Connect to a TCP ``address``, send ``line``, return the whole reply (up to the server's
+    close)."""
+    with socket.create_connection(address, timeout=timeout) as client:
+        client.sendall(line)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 def reply_handler(module, server_or_kind, respond):
     """A handler class whose reply is ``respond(handler, data)``; the data is the whole request
     (a stream client shuts down its side after sending)."""

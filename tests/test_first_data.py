@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, closed_by_peer, make_server, serving, wait_until
+from conftest import TIMEOUT, ask, closed_by_peer, make_server, serving, wait_until
 
 
 class Recorder:
@@ -51,15 +51,6 @@ def connect(server):
     return socket.create_connection(server.server_address, timeout=TIMEOUT)
 
 
-def ask(server, line):
-    with connect(server) as client:
-        client.sendall(line)
-        chunks = []
-        while chunk := client.recv(4096):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def open_fds():
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
 
@@ -71,8 +62,8 @@ def test_an_idle_client_does_not_block_a_single_threaded_server(fast):
     with serving(server):
         with connect(server) as idle:
             # Without parking the one thread would sit in the idle client's readline().
-            assert ask(server, b"first\n") == b"ok first\n"
-            assert ask(server, b"second\n") == b"ok second\n"
+            assert ask(server.server_address, b"first\n") == b"ok first\n"
+            assert ask(server.server_address, b"second\n") == b"ok second\n"
             idle.sendall(b"late\n")  # the idle one is served too, once it speaks
             assert idle.recv(100) == b"ok late\n"
     assert recorder.lines == [b"first\n", b"second\n", b"late\n"]
@@ -92,7 +83,7 @@ def test_silent_connections_are_closed_after_the_timeout_without_a_handler(fast,
             assert closed_by_peer(client)  # EOF, within the client's own timeout
             client.close()
         elapsed = time.monotonic() - start
-        assert ask(server, b"after\n") == b"ok after\n"
+        assert ask(server.server_address, b"after\n") == b"ok after\n"
     assert 0.15 <= elapsed < TIMEOUT
     assert recorder.lines == [b"after\n"]  # no handler ran for the silent ones
     assert recorder.errors == []
@@ -157,12 +148,12 @@ def test_shutdown_closes_parked_connections_and_the_server_serves_again(fast):
     try:
         with serving(server, close=False):
             silent = [connect(server) for _ in range(5)]
-            assert ask(server, b"one\n") == b"ok one\n"
+            assert ask(server.server_address, b"one\n") == b"ok one\n"
         for client in silent:  # closed by the loop's end, not left open and unowned
             assert closed_by_peer(client)
             client.close()
         with serving(server, close=False):
-            assert ask(server, b"two\n") == b"ok two\n"
+            assert ask(server.server_address, b"two\n") == b"ok two\n"
     finally:
         server.server_close()
     if fds is not None:

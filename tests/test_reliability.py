@@ -21,6 +21,7 @@ import time
 import pytest
 from conftest import (
     TIMEOUT,
+    ask,
     bounded,
     child_env,
     client_for,
@@ -112,16 +113,6 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def ask(address, line=b"hi\n", timeout=TIMEOUT):
-    """Connect, send ``line``, return the whole reply (the server closes after it)."""
-    with socket.create_connection(address, timeout=timeout) as client:
-        client.sendall(line)
-        chunks = []
-        while chunk := client.recv(4096):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def line_handler(module, respond=lambda line: b"ok " + line):
