@@ -514,7 +514,8 @@ def test_listener_blocking_mode_is_left_as_it_was(ss, nonblocking):
 FASTSERVER_EXTRAS = {
     "ThreadingTCPServer": {"workers", "graceful_timeout", "worker_id", "proxy_protocol",
                            "proxy_timeout", "proxied_address", "tcp_nodelay", "from_socket",
-                           "first_data_timeout", "max_threads", "_accepting", "_wake_loop"},
+                           "first_data_timeout", "max_threads", "request_turns", "_accepting",
+                           "_wake_loop"},
     "UDPServer": {"workers", "graceful_timeout", "worker_id", "proxy_protocol", "proxy_timeout",
                   "proxied_address", "tcp_nodelay", "from_socket", "first_data_timeout"},
 }

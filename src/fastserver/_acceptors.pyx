@@ -26,12 +26,13 @@ from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
 from posix.unistd cimport close
 
 from fastserver._core cimport Dispatcher, next_backoff_ms, sockaddr_to_python
+from fastserver._stream cimport begin_turn, give_turn, take_turn
 from fastserver._poller cimport fs_accept, sockaddr, sockaddr_storage, socklen_t
 
 import sys
 import threading
 
-from fastserver import _pool
+from fastserver import _pool, _stream
 
 cdef extern from "acceptor.h" nogil:
     const int fs_acceptors_supported
@@ -90,6 +91,7 @@ cdef class Acceptors:
     cdef int idle_ms  # a thread retires after this long without a connection, unless the last
     cdef bint daemon
     cdef bint shared  # worker processes share the listener: take turns with them
+    cdef bint turns  # ThreadingMixIn.request_turns
     # Shared by the threads, under ``mutex`` (never held across a wait, never needs the GIL):
     cdef PyThread_type_lock mutex
     cdef bint stopped
@@ -112,6 +114,7 @@ cdef class Acceptors:
         self.max_threads = -1 if server.max_threads is None else max(int(server.max_threads), 1)
         self.daemon = bool(server.daemon_threads)
         self.shared = server.worker_id is not None
+        self.turns = bool(server.request_turns)
         self.idle_ms = max(<int>(_pool.IDLE_SECONDS * 1000), 1)
         self.stop_fd = fs_stop_open()
         if self.stop_fd < 0:
@@ -221,6 +224,8 @@ cdef class Acceptors:
         cdef int fd
         cdef bint first = True
         worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
+        if self.turns:
+            _stream.enroll(True)
         try:
             while True:
                 fd = self.take(worker, &addr, &length, first)
@@ -261,6 +266,7 @@ cdef class Acceptors:
         self.unlock()
         if fd >= 0:
             self.dispatcher.set_nodelay(fd)
+            begin_turn()
         elif wait:
             with nogil:
                 fd = self.wait_and_accept(worker, addr, length, err, &spawn)
@@ -298,6 +304,7 @@ cdef class Acceptors:
                 if self.shared and worker.epfd >= 0:
                     fs_acceptor_requeue(worker.epfd, self.listen_fd)  # the next one for another
                 self.dispatcher.set_nodelay(fd)  # before the GIL is taken again: held less long
+                take_turn()
                 return fd
             err = errno
             self.unlock()
@@ -319,4 +326,5 @@ cdef class Acceptors:
             self.server.handle_error(request, client_address)
         finally:
             dispatcher.end_request(request)
+            give_turn()
         return 0

@@ -39,5 +39,11 @@ def use(name):
     return implementation
 
 
+def turns():
+    """What request threads take turns with (the compiled stream's enroll() and end_turn()), or
+    None where the pure stream files run: only their waits give the turn up."""
+    return _stream if stream_files is not _pure.stream_files else None
+
+
 use("python" if os.environ.get("FASTSERVER_NO_EXTENSIONS", "") not in ("", "0")
     or _compiled is None else "cython")

@@ -41,12 +41,14 @@ class ThreadPool:
     """Threads that run ``fn(*args)`` jobs, reused; the pool of one server.
 
     ``on_free`` is called (outside the lock) when a thread becomes free while the pool was full,
-    so that a loop that stopped accepting can start again.
+    so that a loop that stopped accepting can start again. With ``turns`` (the compiled stream
+    module) the threads take turns running Python (ThreadingMixIn.request_turns).
     """
 
-    def __init__(self, max_threads=None, on_free=None):
+    def __init__(self, max_threads=None, on_free=None, turns=None):
         self.max_threads = max_threads
         self.on_free = on_free
+        self.turns = turns
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._idle = []  # parked workers, most recent last (its stack is warm)
@@ -112,14 +114,21 @@ class ThreadPool:
         return was_full
 
     def _work(self, worker):
+        turns = self.turns
+        if turns is not None:
+            turns.enroll(True)
         while True:
             fn, args, daemon = worker.job
             worker.job = None
+            if turns is not None:
+                turns.begin_request()
             try:
                 fn(*args)
             except BaseException:
                 # As a dying Thread would report it; the thread itself carries on.
                 threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), worker.thread)))
+            if turns is not None:
+                turns.end_request()
             fn = args = None  # drop the request before parking
             with self._lock:
                 freed = self._finished(daemon)

@@ -2,6 +2,7 @@
 
 import os
 
+from . import _backend
 from ._pool import ThreadPool
 
 __all__ = ["ThreadingMixIn"]
@@ -26,7 +27,8 @@ def thread_pool(server):
     """A ThreadingMixIn server's ThreadPool (``_threads``), made at its first use."""
     pool = server._threads
     if type(pool) is not ThreadPool:
-        pool = server._threads = ThreadPool(server.max_threads, server._wake_loop)
+        turns = _backend.turns() if server.request_turns else None
+        pool = server._threads = ThreadPool(server.max_threads, server._wake_loop, turns)
     return pool
 
 
@@ -42,11 +44,15 @@ class ThreadingMixIn:
     - block_on_close: server_close() waits for the running requests (default True)
     - max_threads: at most this many requests run at once (default None: no limit); while all
       are busy the loop stops accepting and new connections wait in the kernel's backlog
+    - request_turns: request threads whose handlers run long stretches of Python take turns
+      (compiled core): one runs until it waits for its connection, instead of all of them
+      trading the GIL at every syscall (default True; see the README)
     """
 
     daemon_threads = False
     block_on_close = True
     max_threads = None
+    request_turns = True
     _threads = _NoThreads()
 
     def process_request_thread(self, request, client_address):

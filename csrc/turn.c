@@ -1,0 +1,172 @@
+/* The turn: among a process's request threads, one at a time runs Python, and it hands over
+   only where it would sleep anyway.
+
+   Every syscall that releases the GIL (an fstat(), a read() of a file, a send()) lets another
+   runnable request thread take the GIL, and the first one must then wait to get it back: eight
+   busy http.server threads change hands some 25 times per request, each change a futex call and
+   a context switch. A thread that holds the turn keeps the GIL across those short syscalls,
+   because the others wait for the turn (without the GIL), not for the GIL. It gives the turn up
+   when it waits for its connection (fastserver._stream) and when its request ends.
+
+   Only a thread whose last run (from the end of one wait to the start of the next) was long
+   takes the turn: a short run has few GIL releases to lose, and waiting for the turn would add a
+   sleep and a wakeup to it (an echo handler's message).
+
+   A holder that blocks elsewhere (sleep(), a lock held by another request, a database) must not
+   stall the others: a waiter takes the turn anyway after ``patience`` (the interpreter's switch
+   interval, how long a thread may keep the GIL from the others), and the old holder finds at
+   its next wait that the turn is no longer its own. Threads that are not enrolled never wait. */
+#include "turn.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+/* A run that used more CPU than this takes the turn for the next run: the cost of waiting for
+   it (a sleep and a wakeup, some 10 µs) against a GIL hand-off at every syscall for the rest of
+   the run. CPU time, not wall time: a handler that blocks (a sleep(), a slow client read through
+   the socket itself) runs little Python, and must not hold the turn while it blocks. */
+#define HEAVY_RUN_NS 50000LL
+
+static pthread_mutex_t turn_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t turn_cond;
+static pthread_once_t turn_once = PTHREAD_ONCE_INIT;
+static clockid_t turn_clock = CLOCK_REALTIME;  /* the condition variable's */
+static unsigned long long turn_holder;  /* the holder's ticket, 0 when free */
+static unsigned long long turn_tickets;
+static int turn_waiters;
+static long turn_patience_us = 5000;
+static struct fs_turn_stats turn_counts;
+
+/* Each thread's run: from the start of its request or the end of a wait, to the next wait or
+   the end of the request. Reading the thread's CPU clock is a syscall (some 0.5 µs), so it is
+   read only in runs that follow one that was long on the wall clock. */
+static __thread int my_enrolled;
+static __thread unsigned long long my_ticket;  /* the ticket this thread took, 0 if none */
+static __thread int my_heavy;  /* the last run used much CPU: take the turn for the next one */
+static __thread int my_timed;  /* the last run was long on the wall clock: time this one's CPU */
+static __thread long long my_run_started;  /* monotonic, 0 outside a run */
+static __thread long long my_run_cpu;  /* the thread's CPU clock then, if timed */
+
+static long long clock_ns(clockid_t clock)
+{
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* In a child process: the threads that held or waited for the turn are gone, and the mutex may
+   have been held by one of them when fork() copied it. */
+static void turn_after_fork(void)
+{
+    pthread_mutex_init(&turn_mutex, NULL);
+    turn_holder = 0;
+    turn_waiters = 0;
+    my_ticket = 0;
+}
+
+static void turn_init(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+#if defined(CLOCK_MONOTONIC) && !defined(__APPLE__)
+    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0)
+        turn_clock = CLOCK_MONOTONIC;
+#endif
+    pthread_cond_init(&turn_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_atfork(NULL, NULL, turn_after_fork);
+}
+
+void fs_turn_enroll(int enrolled, long patience_us)
+{
+    pthread_once(&turn_once, turn_init);
+    if (!enrolled)
+        fs_turn_give();
+    my_enrolled = enrolled;
+    my_heavy = my_timed = 0;
+    my_run_started = 0;
+    if (patience_us > 0)
+        turn_patience_us = patience_us;
+}
+
+int fs_turn_wanted(void)
+{
+    return my_enrolled && my_heavy && !my_ticket;
+}
+
+static void run_begins(void)
+{
+    my_run_started = clock_ns(CLOCK_MONOTONIC);
+    if (my_timed)
+        my_run_cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+static void run_ends(void)
+{
+    if (!my_run_started)
+        return;
+    if (my_timed)
+        my_heavy = clock_ns(CLOCK_THREAD_CPUTIME_ID) - my_run_cpu > HEAVY_RUN_NS;
+    else
+        my_heavy = 0;
+    my_timed = clock_ns(CLOCK_MONOTONIC) - my_run_started > HEAVY_RUN_NS;
+    my_run_started = 0;
+}
+
+void fs_turn_give(void)
+{
+    run_ends();
+    if (!my_ticket)
+        return;
+    pthread_mutex_lock(&turn_mutex);
+    if (turn_holder == my_ticket) {
+        turn_holder = 0;
+        if (turn_waiters)
+            pthread_cond_signal(&turn_cond);
+    }
+    pthread_mutex_unlock(&turn_mutex);
+    my_ticket = 0;
+}
+
+void fs_turn_take(void)
+{
+    struct timespec deadline;
+    long patience_us;
+    if (!my_enrolled)
+        return;
+    if (fs_turn_wanted()) {
+        pthread_mutex_lock(&turn_mutex);
+        if (turn_holder) {
+            patience_us = turn_patience_us;
+            clock_gettime(turn_clock, &deadline);
+            deadline.tv_sec += patience_us / 1000000;
+            deadline.tv_nsec += (patience_us % 1000000) * 1000;
+            if (deadline.tv_nsec >= 1000000000) {
+                deadline.tv_sec += 1;
+                deadline.tv_nsec -= 1000000000;
+            }
+            turn_counts.waited++;
+            turn_waiters++;
+            while (turn_holder) {
+                if (pthread_cond_timedwait(&turn_cond, &turn_mutex, &deadline) == ETIMEDOUT) {
+                    if (turn_holder)
+                        turn_counts.stolen++;  /* its holder is blocked elsewhere */
+                    break;
+                }
+            }
+            turn_waiters--;
+        }
+        turn_counts.taken++;
+        my_ticket = turn_holder = ++turn_tickets;
+        pthread_mutex_unlock(&turn_mutex);
+    }
+    run_begins();
+}
+
+void fs_turn_counts(struct fs_turn_stats *stats)
+{
+    pthread_mutex_lock(&turn_mutex);
+    *stats = turn_counts;
+    pthread_mutex_unlock(&turn_mutex);
+}

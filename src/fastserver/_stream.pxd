@@ -1,0 +1,6 @@
+# cython: language_level=3
+# What other compiled modules use of the stream (fastserver._acceptors): request turns.
+
+cdef void begin_turn() noexcept
+cdef void take_turn() noexcept nogil
+cdef void give_turn() noexcept nogil

@@ -1,0 +1,199 @@
+"""Request threads take turns running Python (ThreadingMixIn.request_turns, csrc/turn.c).
+
+A thread whose runs use much CPU holds the turn from the end of one wait on its connection to the
+start of the next, so that busy threads stop trading the GIL at every syscall. What must hold:
+while one holds the turn no other turn-taking thread runs; a holder that blocks elsewhere loses
+the turn after the switch interval (no deadlock, no long stall); light handlers never wait for a
+turn; ``request_turns = False`` switches it off.
+"""
+
+import contextlib
+import os
+import sys
+import threading
+import time
+
+import pytest
+from conftest import TIMEOUT, _module, client_for, make_server, serving
+
+import fastserver
+
+BURST_SECONDS = 0.03  # longer than the default switch interval: the GIL alone would interleave
+
+
+@pytest.fixture
+def compiled():
+    with _module("cython") as module:
+        if fastserver._backend.turns() is None:
+            pytest.fail("the compiled core runs without the compiled stream files")
+        yield module
+
+
+def turn_stats():
+    return fastserver._backend.turns().turn_stats()
+
+
+@contextlib.contextmanager
+def switch_interval(seconds):
+    """The interpreter's switch interval, which is also how long a turn waiter is patient
+    (read when a request thread starts)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def spin(seconds):
+    """Use ``seconds`` of this thread's CPU in Python."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def line_server(module, commands, **attrs):
+    """A threading server whose handler runs ``commands[line]`` for each line it reads, then
+    answers b"ok"."""
+
+    class Handler(module.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                commands[line.strip()](self)
+                self.wfile.write(b"ok\n")
+
+    return make_server(module, "tcp", Handler, base="ThreadingTCPServer", **attrs)
+
+
+def ask(client, command):
+    client.sendall(command + b"\n")
+    return client.recv(64)
+
+
+def heavy_clients(server, count):
+    """``count`` connections whose handlers have run long enough to take turns from now on."""
+    clients = [client_for(server) for _ in range(count)]
+    for _ in range(3):  # the first runs are not timed; the last one used much CPU
+        for client in clients:
+            assert ask(client, b"burn") == b"ok\n"
+    return clients
+
+
+def bursts(log):
+    """How many times the thread that appended to ``log`` changed along it."""
+    return sum(1 for a, b in zip(log, log[1:], strict=False) if a != b)
+
+
+PATHS = {"the threads accept": {}, "the loop accepts (thread pool)": {"first_data_timeout": 5}}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_turn_holder_runs_alone_between_its_waits(compiled, path):
+    log = []
+
+    def burst(handler):
+        me = threading.get_ident()
+        end = time.monotonic() + BURST_SECONDS
+        while time.monotonic() < end:
+            log.append(me)
+            os.stat(".")  # releases the GIL: without turns, the other thread takes it here
+
+    commands = {b"burn": lambda handler: spin(0.003), b"burst": burst}
+    with switch_interval(1.0):
+        server = line_server(compiled, commands, **PATHS[path])
+        with serving(server):
+            clients = heavy_clients(server, 2)
+            try:
+                before = turn_stats()
+                for client in clients:
+                    client.sendall(b"burst\n")
+                for client in clients:
+                    assert client.recv(64) == b"ok\n"
+                after = turn_stats()
+            finally:
+                for client in clients:
+                    client.close()
+    assert len(set(log)) == 2
+    assert bursts(log) == 1  # one thread's burst, then the other's
+    assert after[0] - before[0] >= 2  # each took the turn
+    assert after[1] > before[1]  # and one of them waited for it
+
+
+def test_without_request_turns_the_threads_trade_the_gil(compiled):
+    """The control for the test above: the same bursts interleave, and no turn is taken."""
+    log = []
+
+    def burst(handler):
+        me = threading.get_ident()
+        end = time.monotonic() + BURST_SECONDS
+        while time.monotonic() < end:
+            log.append(me)
+            os.stat(".")
+
+    commands = {b"burn": lambda handler: spin(0.003), b"burst": burst}
+    server = line_server(compiled, commands, request_turns=False)
+    with serving(server):
+        clients = heavy_clients(server, 2)
+        try:
+            before = turn_stats()
+            for client in clients:
+                client.sendall(b"burst\n")
+            for client in clients:
+                assert client.recv(64) == b"ok\n"
+            after = turn_stats()
+        finally:
+            for client in clients:
+                client.close()
+    assert after == before
+    assert bursts(log) > 1
+
+
+def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
+    """A request that holds the turn and waits for another request (a lock, an event) does not
+    deadlock the server: the other takes the turn once the switch interval has passed."""
+    released = threading.Event()
+    commands = {
+        b"burn": lambda handler: spin(0.003),
+        b"wait": lambda handler: released.wait(TIMEOUT),
+        b"release": lambda handler: released.set(),
+    }
+    with switch_interval(0.05):
+        server = line_server(ss, commands)
+        with serving(server):
+            waiter, releaser = heavy_clients(server, 2)
+            try:
+                turns = ss is fastserver and fastserver._backend.turns() is not None
+                stats = turn_stats() if turns else None
+                waiter.sendall(b"wait\n")
+                time.sleep(0.1)  # the waiter now holds the turn (compiled core) and blocks
+                started = time.monotonic()
+                assert ask(releaser, b"release") == b"ok\n"
+                assert waiter.recv(64) == b"ok\n"
+                assert time.monotonic() - started < 2.0
+            finally:
+                waiter.close()
+                releaser.close()
+    if stats is not None:
+        assert turn_stats()[2] > stats[2]  # the releaser took the turn from the blocked holder
+
+
+def test_light_handlers_do_not_take_turns(compiled):
+    """An echo handler's runs are short: its threads do not take the turn (waiting for it would
+    cost more than the GIL hand-offs it saves). A run that a garbage collection lengthens may
+    take one."""
+    commands = {b"echo": lambda handler: None}
+    server = line_server(compiled, commands)
+    with serving(server):
+        clients = [client_for(server) for _ in range(4)]
+        try:
+            before = turn_stats()
+            for _ in range(100):
+                for client in clients:
+                    client.sendall(b"echo\n")
+                for client in clients:
+                    assert client.recv(64) == b"ok\n"
+            after = turn_stats()
+        finally:
+            for client in clients:
+                client.close()
+    assert after[0] - before[0] <= 20  # of 400 runs
