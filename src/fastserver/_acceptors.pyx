@@ -70,6 +70,7 @@ cdef class Worker:
     cdef int epfd
     cdef bint daemon, busy
     cdef bint spawn  # the connection just taken left nobody waiting: start a thread first
+    cdef bint waited  # the last take() found no connection queued and waited
     cdef object thread
 
     def __cinit__(self):
@@ -248,19 +249,22 @@ cdef class Acceptors:
     cdef int take(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
                   bint first) except? -2:
         """The next connection: at once if one is queued, else after a wait without the GIL;
-        EXIT to end the thread. Sets ``worker.spawn``."""
-        cdef int fd, err = EAGAIN
+        EXIT to end the thread. Sets ``worker.spawn``. A thread that had to wait last time goes
+        straight to the wait (which ends at once if a connection is queued): an accept() that
+        fails costs a syscall, and contends with the kernel's handshakes for the listener."""
+        cdef int fd = -1, err = EAGAIN
         cdef bint spawn = False, wait = False
         self.lock()
         if first:
             self.starting -= 1
-        fd = self.accept_locked(addr, length)
+        if not worker.waited or self.stopped:
+            fd = self.accept_locked(addr, length)
+            err = errno
         if fd >= 0:
             spawn = self.want_watcher()
         elif self.stopped:
             self.alive -= 1
         else:
-            err = errno
             self.waiting += 1
             wait = True
         self.unlock()
@@ -271,6 +275,7 @@ cdef class Acceptors:
             with nogil:
                 fd = self.wait_and_accept(worker, addr, length, err, &spawn)
         worker.spawn = spawn
+        worker.waited = wait
         return fd if fd >= 0 else EXIT
 
     cdef int wait_and_accept(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
