@@ -7,7 +7,8 @@
 #             design); fails on any AddressSanitizer report, from the tests or their children.
 #   valgrind  build with FASTSERVER_DEBUG=1 (no sanitizer) and run a subset of the tests (the
 #             compiled core's params) under valgrind memcheck with PYTHONMALLOC=malloc; fails on
-#             any error with a frame in fastserver's objects (_core, _stream, _proxy, poller).
+#             any error with a frame in fastserver's objects (_core, _acceptors, _stream, _proxy,
+#             and the C in csrc/).
 #
 # Usage: scripts/sanitize.sh [asan|valgrind|all] [-- extra pytest arguments]   (default: all)
 # Environment: KEEP=1 keeps the scratch copy; VALGRIND_TESTS overrides the valgrind subset;
@@ -44,7 +45,7 @@ build() {  # build [extra environment...]
 
 # A valgrind frame in fastserver's objects: a source file of ours (the debug build has line
 # info), the extension's .so (without it), or the poller's C API.
-objects_pattern='\((_core|_stream|_proxy|poller)\.(c|pyx|pxd|h):[0-9]+\)|/fastserver/[^ )]*\.so\b|\bfs_(poller|wakeup|accept|wait|set)_?[a-z_]*\b'
+objects_pattern='\((_core|_acceptors|_stream|_proxy|poller|acceptor|turn)\.(c|pyx|pxd|h):[0-9]+\)|/fastserver/[^ )]*\.so\b|\bfs_(poller|wakeup|accept|acceptor|acceptors|stop|turn|wait|set)_?[a-z_]*\b'
 status=0
 
 run_asan() {
@@ -95,7 +96,8 @@ run_valgrind() {
     build
     local tests=${VALGRIND_TESTS:-}
     if [[ -z $tests ]]; then
-        for candidate in tests/test_servers.py tests/test_stream.py; do
+        for candidate in tests/test_servers.py tests/test_stream.py tests/test_request_threads.py \
+                tests/test_first_data.py tests/test_turns.py; do
             [[ -e $candidate ]] && tests+="$candidate "
         done
     fi
