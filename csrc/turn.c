@@ -55,17 +55,7 @@ static long long clock_ns(clockid_t clock)
     return now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
-/* In a child process: the threads that held or waited for the turn are gone, and the mutex may
-   have been held by one of them when fork() copied it. */
-static void turn_after_fork(void)
-{
-    pthread_mutex_init(&turn_mutex, NULL);
-    turn_holder = 0;
-    turn_waiters = 0;
-    my_ticket = 0;
-}
-
-static void turn_init(void)
+static void turn_cond_init(void)
 {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -75,6 +65,22 @@ static void turn_init(void)
 #endif
     pthread_cond_init(&turn_cond, &attr);
     pthread_condattr_destroy(&attr);
+}
+
+/* In a child process: the threads that held or waited for the turn are gone, and the mutex or
+   the condition variable may have been in use by one of them when fork() copied it. */
+static void turn_after_fork(void)
+{
+    pthread_mutex_init(&turn_mutex, NULL);
+    turn_cond_init();
+    turn_holder = 0;
+    turn_waiters = 0;
+    my_ticket = 0;
+}
+
+static void turn_init(void)
+{
+    turn_cond_init();
     pthread_atfork(NULL, NULL, turn_after_fork);
 }
 

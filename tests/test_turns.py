@@ -197,3 +197,48 @@ def test_light_handlers_do_not_take_turns(compiled):
             for client in clients:
                 client.close()
     assert after[0] - before[0] <= 20  # of 400 runs
+
+
+def make_heavy(turns):
+    """Drive the calling thread's runs as a request thread's: two long ones, so that the next
+    begin_request() takes the turn."""
+    for _ in range(2):
+        turns.begin_request()
+        spin(0.002)
+        turns.end_request()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_a_child_forked_while_the_turn_is_held_starts_with_it_free(compiled):
+    """fork() copies the turn's state but not the thread that held it: a request thread of the
+    child must not wait for a holder that does not exist there."""
+    turns = fastserver._backend.turns()
+    with switch_interval(2.0):
+        turns.enroll(True)
+        try:
+            make_heavy(turns)
+            turns.begin_request()  # holds the turn now
+            pid = os.fork()
+            if pid == 0:  # the child: a thread that takes turns there
+                code = 1
+                try:
+                    def child_request():
+                        nonlocal code
+                        turns.enroll(True)
+                        make_heavy(turns)
+                        before = turns.turn_stats()
+                        turns.begin_request()
+                        after = turns.turn_stats()
+                        turns.end_request()
+                        code = 0 if after[0] == before[0] + 1 and after[1] == before[1] else 2
+
+                    thread = threading.Thread(target=child_request)
+                    thread.start()
+                    thread.join()
+                finally:
+                    os._exit(code)
+            turns.end_request()
+        finally:
+            turns.enroll(False)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # took the turn without waiting

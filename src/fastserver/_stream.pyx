@@ -122,7 +122,10 @@ cdef extern from "turn.h" nogil:
 
 def enroll(bint enrolled):
     """Make the calling thread a request thread that takes turns running Python (or no longer).
-    A waiter takes the turn from a holder that keeps it past the switch interval."""
+    A waiter takes the turn from a holder that keeps it past the switch interval. Without a GIL
+    (a free-threaded build running without it) there is nothing to take turns for."""
+    if enrolled and not _gil_enabled():
+        enrolled = False
     fs_turn_enroll(enrolled, max(<long>(sys.getswitchinterval() * 1e6), 1))
 
 
@@ -162,6 +165,9 @@ def turn_stats():
     cdef fs_turn_stats stats
     fs_turn_counts(&stats)
     return stats.taken, stats.waited, stats.stolen
+
+
+cdef object _gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)
 
 
 cdef inline double monotonic() noexcept nogil:
