@@ -330,6 +330,8 @@ cdef class Acceptors:
         except Exception:
             self.server.handle_error(request, client_address)
         finally:
-            dispatcher.end_request(request)
-            give_turn()
+            try:
+                dispatcher.end_request(request)
+            finally:
+                give_turn()
         return 0

@@ -40,8 +40,9 @@ def use(name):
 
 
 def turns():
-    """What request threads take turns with (the compiled stream's enroll() and end_turn()), or
-    None where the pure stream files run: only their waits give the turn up."""
+    """What request threads take turns with (the compiled stream module: enroll(),
+    begin_request(), end_request()), or None where the pure stream files run: only the compiled
+    ones' waits give the turn up."""
     return _stream if stream_files is not _pure.stream_files else None
 
 
