@@ -28,6 +28,11 @@
    the socket itself) runs little Python, and must not hold the turn while it blocks. */
 #define HEAVY_RUN_NS 50000LL
 
+/* A thread that lost the turn to a waiter (it held it past the patience: blocked elsewhere, or a
+   very long run) takes no turn for this many runs: a handler that habitually waits for something
+   else (a request to its own process, a database) would otherwise stall the others each time. */
+#define STOLEN_PENALTY_RUNS 64
+
 static pthread_mutex_t turn_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t turn_cond;
 static pthread_once_t turn_once = PTHREAD_ONCE_INIT;
@@ -45,6 +50,7 @@ static __thread int my_enrolled;
 static __thread unsigned long long my_ticket;  /* the ticket this thread took, 0 if none */
 static __thread int my_heavy;  /* the last run used much CPU: take the turn for the next one */
 static __thread int my_timed;  /* the last run was long on the wall clock: time this one's CPU */
+static __thread int my_penalty;  /* runs left without turns, after the turn was taken from it */
 static __thread long long my_run_started;  /* monotonic, 0 outside a run */
 static __thread long long my_run_cpu;  /* the thread's CPU clock then, if timed */
 
@@ -90,7 +96,7 @@ void fs_turn_enroll(int enrolled, long patience_us)
     if (!enrolled)
         fs_turn_give();
     my_enrolled = enrolled;
-    my_heavy = my_timed = 0;
+    my_heavy = my_timed = my_penalty = 0;
     my_run_started = 0;
     if (patience_us > 0)
         turn_patience_us = patience_us;
@@ -98,7 +104,7 @@ void fs_turn_enroll(int enrolled, long patience_us)
 
 int fs_turn_wanted(void)
 {
-    return my_enrolled && my_heavy && !my_ticket;
+    return my_enrolled && my_heavy && !my_ticket && !my_penalty;
 }
 
 static void run_begins(void)
@@ -112,6 +118,8 @@ static void run_ends(void)
 {
     if (!my_run_started)
         return;
+    if (my_penalty)
+        my_penalty--;
     if (my_timed)
         my_heavy = clock_ns(CLOCK_THREAD_CPUTIME_ID) - my_run_cpu > HEAVY_RUN_NS;
     else
@@ -130,6 +138,8 @@ void fs_turn_give(void)
         turn_holder = 0;
         if (turn_waiters)
             pthread_cond_signal(&turn_cond);
+    } else {
+        my_penalty = STOLEN_PENALTY_RUNS;  /* another took it while this thread kept it */
     }
     pthread_mutex_unlock(&turn_mutex);
     my_ticket = 0;
