@@ -15,7 +15,8 @@
    A holder that blocks elsewhere (sleep(), a lock held by another request, a database) must not
    stall the others: a waiter takes the turn anyway after ``patience`` (the interpreter's switch
    interval, how long a thread may keep the GIL from the others), and the old holder finds at
-   its next wait that the turn is no longer its own. Threads that are not enrolled never wait. */
+   its next wait that the turn is no longer its own; one that kept it that long itself takes
+   no turn for a while. Threads that are not enrolled never wait. */
 #include "turn.h"
 
 #include <errno.h>
@@ -39,6 +40,8 @@ static pthread_once_t turn_once = PTHREAD_ONCE_INIT;
 static clockid_t turn_clock = CLOCK_REALTIME;  /* the condition variable's */
 static unsigned long long turn_holder;  /* the holder's ticket, 0 when free */
 static unsigned long long turn_tickets;
+static long long turn_since;  /* when the holder took it (turn_clock) */
+static unsigned long long turn_overdue;  /* the last ticket taken from a holder that kept it */
 static int turn_waiters;
 static long turn_patience_us = 5000;
 static struct fs_turn_stats turn_counts;
@@ -138,43 +141,57 @@ void fs_turn_give(void)
         turn_holder = 0;
         if (turn_waiters)
             pthread_cond_signal(&turn_cond);
-    } else {
-        my_penalty = STOLEN_PENALTY_RUNS;  /* another took it while this thread kept it */
+    } else if (turn_overdue == my_ticket) {
+        my_penalty = STOLEN_PENALTY_RUNS;  /* it kept the turn past the patience */
     }
     pthread_mutex_unlock(&turn_mutex);
     my_ticket = 0;
 }
 
+static void timespec_of(struct timespec *at, long long ns)
+{
+    at->tv_sec = ns / 1000000000LL;
+    at->tv_nsec = ns % 1000000000LL;
+}
+
 void fs_turn_take(void)
 {
-    struct timespec deadline;
-    long patience_us;
+    struct timespec at;
+    long long patience_ns, started, now, until;
     if (!my_enrolled)
         return;
     if (fs_turn_wanted()) {
         pthread_mutex_lock(&turn_mutex);
         if (turn_holder) {
-            patience_us = turn_patience_us;
-            clock_gettime(turn_clock, &deadline);
-            deadline.tv_sec += patience_us / 1000000;
-            deadline.tv_nsec += (patience_us % 1000000) * 1000;
-            if (deadline.tv_nsec >= 1000000000) {
-                deadline.tv_sec += 1;
-                deadline.tv_nsec -= 1000000000;
-            }
+            /* Threads that come out of their own waits take a free turn before a signalled
+               waiter wakes, so this one may wait through several turns. It takes the turn
+               anyway once it has waited the patience in all (no thread waits longer than one
+               switch interval), and the holder is penalized only if it kept the turn itself
+               that long (blocked elsewhere). */
+            patience_ns = turn_patience_us * 1000LL;
+            started = clock_ns(turn_clock);
             turn_counts.waited++;
             turn_waiters++;
             while (turn_holder) {
-                if (pthread_cond_timedwait(&turn_cond, &turn_mutex, &deadline) == ETIMEDOUT) {
-                    if (turn_holder)
-                        turn_counts.stolen++;  /* its holder is blocked elsewhere */
+                now = clock_ns(turn_clock);
+                if (now - turn_since >= patience_ns) {
+                    turn_overdue = turn_holder;
+                    turn_counts.stolen++;
                     break;
                 }
+                if (now - started >= patience_ns) {
+                    turn_counts.stolen++;
+                    break;
+                }
+                until = turn_since < started ? turn_since + patience_ns : started + patience_ns;
+                timespec_of(&at, until);
+                pthread_cond_timedwait(&turn_cond, &turn_mutex, &at);
             }
             turn_waiters--;
         }
         turn_counts.taken++;
         my_ticket = turn_holder = ++turn_tickets;
+        turn_since = clock_ns(turn_clock);
         pthread_mutex_unlock(&turn_mutex);
     }
     run_begins();
