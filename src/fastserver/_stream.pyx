@@ -161,7 +161,8 @@ def end_request():
 
 def turn_stats():
     """Turns taken since the process started: ``(taken, waited, stolen)``; waited counts those
-    taken after waiting for another thread, stolen those taken from one that kept it too long."""
+    taken after waiting for another thread, stolen those taken once the wait had lasted a whole
+    switch interval (the holder kept it that long, or other threads took it first)."""
     cdef fs_turn_stats stats
     fs_turn_counts(&stats)
     return stats.taken, stats.waited, stats.stolen
