@@ -84,11 +84,9 @@ def bursts(log):
     return sum(1 for a, b in zip(log, log[1:], strict=False) if a != b)
 
 
-PATHS = {"the threads accept": {}, "the loop accepts (thread pool)": {"first_data_timeout": 5}}
-
-
-@pytest.mark.parametrize("path", sorted(PATHS))
-def test_a_turn_holder_runs_alone_between_its_waits(compiled, path):
+def concurrent_bursts(module, **attrs):
+    """Two heavy connections each asked for a burst of GIL-releasing work at the same moment:
+    (the thread idents in the order the bursts ran, turn_stats() before, after)."""
     log = []
 
     def burst(handler):
@@ -99,39 +97,7 @@ def test_a_turn_holder_runs_alone_between_its_waits(compiled, path):
             os.stat(".")  # releases the GIL: without turns, the other thread takes it here
 
     commands = {b"burn": lambda handler: spin(0.003), b"burst": burst}
-    with switch_interval(1.0):
-        server = line_server(compiled, commands, **PATHS[path])
-        with serving(server):
-            clients = heavy_clients(server, 2)
-            try:
-                before = turn_stats()
-                for client in clients:
-                    client.sendall(b"burst\n")
-                for client in clients:
-                    assert client.recv(64) == b"ok\n"
-                after = turn_stats()
-            finally:
-                for client in clients:
-                    client.close()
-    assert len(set(log)) == 2
-    assert bursts(log) == 1  # one thread's burst, then the other's
-    assert after[0] - before[0] >= 2  # each took the turn
-    assert after[1] > before[1]  # and one of them waited for it
-
-
-def test_without_request_turns_the_threads_trade_the_gil(compiled):
-    """The control for the test above: the same bursts interleave, and no turn is taken."""
-    log = []
-
-    def burst(handler):
-        me = threading.get_ident()
-        end = time.monotonic() + BURST_SECONDS
-        while time.monotonic() < end:
-            log.append(me)
-            os.stat(".")
-
-    commands = {b"burn": lambda handler: spin(0.003), b"burst": burst}
-    server = line_server(compiled, commands, request_turns=False)
+    server = line_server(module, commands, **attrs)
     with serving(server):
         clients = heavy_clients(server, 2)
         try:
@@ -144,6 +110,25 @@ def test_without_request_turns_the_threads_trade_the_gil(compiled):
         finally:
             for client in clients:
                 client.close()
+    return log, before, after
+
+
+PATHS = {"the threads accept": {}, "the loop accepts (thread pool)": {"first_data_timeout": 5}}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_a_turn_holder_runs_alone_between_its_waits(compiled, path):
+    with switch_interval(1.0):
+        log, before, after = concurrent_bursts(compiled, **PATHS[path])
+    assert len(set(log)) == 2
+    assert bursts(log) == 1  # one thread's burst, then the other's
+    assert after[0] - before[0] >= 2  # each took the turn
+    assert after[1] > before[1]  # and one of them waited for it
+
+
+def test_without_request_turns_the_threads_trade_the_gil(compiled):
+    """The control for the test above: the same bursts interleave, and no turn is taken."""
+    log, before, after = concurrent_bursts(compiled, request_turns=False)
     assert after == before
     assert bursts(log) > 1
 
