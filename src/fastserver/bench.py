@@ -39,7 +39,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 IMPLS = ("stdlib", "cython", "python")
-IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure"}
+# The floor (_floor.c): the socket loads' servers written in C, for reference; asked for by name.
+FLOORS = ("c-threads", "c-loop")
+IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure",
+               "c-threads": "C, a thread per connection", "c-loop": "C, one epoll thread"}
 HOST = "127.0.0.1"
 HTTP_FILE = "small.txt"
 HTTP_FILE_SIZE = 1024
@@ -182,16 +185,22 @@ def _package_parent():
 
 
 class ServerProcess:
-    """One server subprocess: a load's server on one implementation."""
+    """One server subprocess: a load's server on one implementation (a floor: the C server)."""
 
     def __init__(self, load, impl, docroot, logdir):
         self.impl = impl
-        self._start(SERVER_SCRIPT, [load.server, impl, docroot],
-                    os.path.join(logdir, f"server-{load.number}-{impl}.log"))
+        log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+        if impl in FLOORS:
+            self._start_argv([build_floor(), load.server, impl[len("c-"):]], log_path)
+        else:
+            self._start(SERVER_SCRIPT, [load.server, impl, docroot], log_path)
 
     def _start(self, script, args, log_path):
         """Run ``python -c script *args`` (stderr to log_path); its hello line, read. Other
         server scripts that speak the same protocol use it too (bench/scaling.py)."""
+        return self._start_argv([sys.executable, "-c", script, *args], log_path)
+
+    def _start_argv(self, argv, log_path):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_package_parent(), env.get("PYTHONPATH", "")) if p)
@@ -199,7 +208,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", script, *args],
+            argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
             text=True, bufsize=1, close_fds=True)
         hello = json.loads(self._line(30.0))
@@ -286,6 +295,10 @@ def loadgen_source():
     return resources.files("fastserver").joinpath("_loadgen.c").read_bytes()
 
 
+def floor_source():
+    return resources.files("fastserver").joinpath("_floor.c").read_bytes()
+
+
 def compiler():
     """The C compiler command (a list): $CC, else cc, gcc or clang; None if there is none."""
     if os.environ.get("CC"):
@@ -299,24 +312,32 @@ def compiler():
 
 def build_loadgen(directory=None):
     """Compile the load generator once (cached by source and compiler) and return its path."""
-    source = loadgen_source()
+    return _build("loadgen", loadgen_source(), [], "the load generator", directory)
+
+
+def build_floor(directory=None):
+    """Compile the C reference servers (_floor.c) once, as build_loadgen(); their path."""
+    return _build("floor", floor_source(), ["-pthread"], "the C reference servers", directory)
+
+
+def _build(name, source, flags, what, directory):
     cc = compiler()
     if cc is None:
-        raise BenchError("no C compiler (set CC, or install cc) to build the load generator")
-    key = hashlib.sha256(source + " ".join(cc).encode() + platform.machine().encode())
+        raise BenchError(f"no C compiler (set CC, or install cc) to build {what}")
+    key = hashlib.sha256(source + " ".join(cc + flags).encode() + platform.machine().encode())
     directory = directory or cache_dir()
-    exe = os.path.join(directory, f"loadgen-{key.hexdigest()[:16]}")
+    exe = os.path.join(directory, f"{name}-{key.hexdigest()[:16]}")
     if os.path.exists(exe):
         return exe
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        src = os.path.join(tmp, "loadgen.c")
+        src = os.path.join(tmp, f"{name}.c")
         with open(src, "wb") as f:
             f.write(source)
-        out = os.path.join(tmp, "loadgen")
-        done = subprocess.run([*cc, "-O2", "-o", out, src], capture_output=True, text=True,
-                              timeout=120)
+        out = os.path.join(tmp, name)
+        done = subprocess.run([*cc, "-O2", *flags, "-o", out, src], capture_output=True,
+                              text=True, timeout=120)
         if done.returncode != 0:
-            raise BenchError(f"compiling the load generator failed:\n{done.stderr}")
+            raise BenchError(f"compiling {what} failed:\n{done.stderr}")
         os.replace(out, exe)
     return exe
 
@@ -468,6 +489,8 @@ def _median(values):
 def run_load(load, impls, settings, loadgen, docroot, logdir, log):
     """Every round of one load, the implementations interleaved; per implementation, the rounds
     and their medians."""
+    if load.client == "wrk":
+        impls = tuple(impl for impl in impls if impl not in FLOORS)  # no C HTTP server
     servers = {}
     try:
         for impl in impls:
@@ -524,24 +547,25 @@ def markdown(report):
         head += [f"{IMPL_LABELS[impl]} req/s", "ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in report["loads"]:
-        med = {impl: entry["results"][impl]["median"] for impl in impls}
+        med = {impl: entry["results"][impl]["median"] if impl in entry["results"] else {}
+               for impl in impls}
         base = med.get("stdlib", {})
         row = [f"{entry['load']}. {entry['title']}", _fmt(base.get("server_us_per_req"), 1)]
         for impl in others:
-            row += [_fmt(med[impl]["server_us_per_req"], 1),
-                    _ratio(base.get("server_us_per_req"), med[impl]["server_us_per_req"])]
+            row += [_fmt(med[impl].get("server_us_per_req"), 1),
+                    _ratio(base.get("server_us_per_req"), med[impl].get("server_us_per_req"))]
         row.append(_fmt(base.get("rps"), 0))
         for impl in others:
-            row += [_fmt(med[impl]["rps"], 0), _ratio(med[impl]["rps"], base.get("rps"))]
+            row += [_fmt(med[impl].get("rps"), 0), _ratio(med[impl].get("rps"), base.get("rps"))]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "ratio: stdlib µs/req ÷ fastserver µs/req, and fastserver req/s ÷ stdlib req/s "
-                  "(above 1: fastserver better). Medians of interleaved rounds.", ""]
+    lines += ["", "ratio: stdlib µs/req ÷ that column's µs/req, and its req/s ÷ stdlib req/s "
+                  "(above 1: better than the stdlib). Medians of interleaved rounds.", ""]
     head = ["load", "implementation", "p50 µs", "p99 µs", "server CPU µs/req",
             "of which user", "server ctx switches/req", "client CPU µs/req", "client busy",
             "errors"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in report["loads"]:
-        for impl in impls:
+        for impl in [impl for impl in impls if impl in entry["results"]]:
             med = entry["results"][impl]["median"]
             errors = sum(r["errors"] for r in entry["results"][impl]["rounds"])
             lines.append("| " + " | ".join([
@@ -598,7 +622,9 @@ def parse_args(argv):
                         help="the loads to run, by number (default: all): "
                              + "; ".join(f"{load.number}: {load.title}" for load in LOADS))
     parser.add_argument("--impls", default=",".join(IMPLS),
-                        help="the implementations (default: stdlib,cython,python)")
+                        help="the implementations (default: stdlib,cython,python); c-threads "
+                             "and c-loop add the floor, the socket loads' servers in C (a "
+                             "thread per connection; one epoll thread)")
     parser.add_argument("--rounds", type=int, help="rounds (overrides --quick/--full)")
     parser.add_argument("--duration", type=float,
                         help="seconds of each measured run (wrk: whole seconds, at least 1)")
@@ -620,8 +646,8 @@ def parse_args(argv):
     except (KeyError, ValueError):
         parser.error(f"--loads: numbers among {sorted(LOADS_BY_NUMBER)}")
     impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
-    if not impls or any(impl not in IMPLS for impl in impls):
-        parser.error(f"--impls: names among {', '.join(IMPLS)}")
+    if not impls or any(impl not in IMPLS + FLOORS for impl in impls):
+        parser.error(f"--impls: names among {', '.join(IMPLS + FLOORS)}")
     return args, settings, loads, impls
 
 
@@ -636,6 +662,9 @@ def main(argv=None):
     if "cython" in impls and "cython" not in _backend.CORES:
         log("fastserver's compiled core is not built here: the cython column is left out")
         impls = tuple(impl for impl in impls if impl != "cython")
+    if "c-loop" in impls and not sys.platform.startswith("linux"):
+        log("the C event loop needs epoll (Linux): the c-loop column is left out")
+        impls = tuple(impl for impl in impls if impl != "c-loop")
     skipped = []
     if any(load.client == "wrk" for load in loads) and shutil.which("wrk") is None:
         for load in loads:
@@ -688,7 +717,8 @@ def main(argv=None):
         for impl, result in entry["results"].items():
             seen.setdefault(impl, (result["implementation"], result["streams"]))
     print("; ".join(f"{IMPL_LABELS[impl]}: {name}, stream files from {streams}"
-                    for impl, (name, streams) in seen.items() if impl != "stdlib"))
+                    for impl, (name, streams) in seen.items()
+                    if impl != "stdlib" and impl not in FLOORS))
     print()
     print(markdown(report))
     for line in skipped + report["warnings"]:
