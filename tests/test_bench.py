@@ -140,3 +140,52 @@ def test_bench_runs_end_to_end(tmp_path):
         assert median["server_us_per_req"] > 0, impl
     table = bench.markdown(report)
     assert "| 4. TCPServer, a connection per request |" in table
+
+
+FLOOR_CASES = [(load, design) for load in (1, 2, 4) for design in ("threads", "loop")
+               if design == "threads" or sys.platform.startswith("linux")]
+
+
+@pytest.mark.parametrize("number,design", FLOOR_CASES)
+def test_floor_servers_answer_every_request_and_report_their_cpu(number, design, loadgen,
+                                                                 tmp_path):
+    # the C reference servers do the work of the bench's handlers: a wrong reply (or none) is an
+    # error for the load generator, and their CPU figures come from the same protocol
+    load = bench.LOADS_BY_NUMBER[number]
+    server = bench.ServerProcess(load, f"c-{design}", str(tmp_path), str(tmp_path))
+    try:
+        before = server.cpu()
+        result = bench.run_loadgen(loadgen, server.port, load.client, load.conns, requests=300,
+                                   duration=20)
+        after = server.cpu()
+    finally:
+        server.stop()
+    assert (result["requests"], result["errors"], result["abandoned"]) == (300, 0, 0)
+    assert result["connects"] == (300 if load.client == "connect" else load.conns)
+    assert len(after) == 3 and all(b >= a >= 0 for a, b in zip(before, after))  # getrusage
+    assert server.proc.returncode == 0  # "quit" ends it
+
+
+def test_floor_server_refuses_unknown_arguments(tmp_path):
+    floor = bench.build_floor(str(tmp_path))
+    usage = subprocess.run([floor, "threading-echo", "coroutines"], capture_output=True,
+                           text=True, timeout=10)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_bench_runs_the_floor_beside_the_stdlib_and_leaves_it_out_of_http(tmp_path):
+    env = dict(child_env(), FASTSERVER_BENCH_CACHE=str(tmp_path))
+    argv = [sys.executable, "-m", "fastserver.bench", "--loads", "2,5", "--rounds", "1",
+            "--requests", "200", "--duration", "1", "--warmup", "0.05",
+            "--impls", "stdlib,c-threads", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    by_load = {entry["load"]: entry["results"] for entry in report["loads"]}
+    assert by_load[2]["c-threads"]["median"]["requests"] == 200
+    assert by_load[2]["c-threads"]["implementation"] == "C, a thread per connection"
+    if 5 in by_load:  # wrk is installed
+        assert set(by_load[5]) == {"stdlib"}  # no C HTTP server
+    table = bench.markdown(report)
+    assert "C, a thread per connection µs/req" in table
