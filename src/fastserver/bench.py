@@ -6,6 +6,10 @@ core (``python``). The client is a small C load generator (``_loadgen.c``, compi
 into a cache directory on first use) or, for HTTP, ``wrk``. Rounds are interleaved (every round
 measures every implementation, in a rotating order) and the table reports medians over the rounds.
 
+Asked for by name (``--impls ...,c-threads,c-loop``), the socket loads also run on the floor: the
+same servers written in C (``_floor.c``: a thread per connection, and one epoll thread), which say
+what any server of that design costs on the machine, with no interpreter.
+
 Two figures per measurement:
 
 - server CPU per request: the user + system CPU time of the server process (all its threads, as
