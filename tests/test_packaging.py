@@ -64,6 +64,10 @@ def dists(tmp_path_factory):
     return sdists[0], wheels[0]
 
 
+# compiled by python -m fastserver.bench on the user's machine, so shipped as sources
+BENCH_C_SOURCES = ["src/fastserver/_loadgen.c", "src/fastserver/_floor.c"]
+
+
 def _sources(pattern):
     return sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern))
 
@@ -77,7 +81,7 @@ def test_sdist_has_what_a_build_needs(dists):
               + _sources("src/fastserver/*.pxd") + _sources("src/fastserver/*.py"))
     assert any(name.endswith(".c") for name in needed) and any(n.endswith(".pyx") for n in needed)
     needed += ["src/fastserver/py.typed", "src/fastserver/_core.pyi", "setup.py",
-               "pyproject.toml", "README.md", "LICENSE"]
+               "pyproject.toml", "README.md", "LICENSE"] + BENCH_C_SOURCES
     missing = sorted(set(needed) - names)
     assert not missing, f"missing from {sdist.name}: {missing}"
 
@@ -94,7 +98,7 @@ def test_wheel_has_the_compiled_core_and_types(dists):
         assert module in compiled, f"{pyx} has no compiled module in {wheel.name}"
         assert f"fastserver/{module}.pyi" in names, f"{pyx} has no stub (.pyi) in {wheel.name}"
     for name in ("fastserver/py.typed", "fastserver/_core.pyi", "fastserver/__init__.py",
-                 "fastserver/http.py"):
+                 "fastserver/http.py", *(path.removeprefix("src/") for path in BENCH_C_SOURCES)):
         assert name in names, f"{name} is missing from {wheel.name}"
     assert not wheel.name.endswith("-none-any.whl"), "a pure wheel: the core was not built"
 
