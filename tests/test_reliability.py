@@ -191,14 +191,19 @@ with socket.create_connection(server.server_address, timeout=5) as first:
 waiting = socket.socket()  # made before the hog: connect() then needs no descriptor
 waiting.settimeout(5)
 hog = []
-for _ in range(1024):
-    try:
-        hog.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError as exc:
-        assert exc.errno == errno.EMFILE, exc
-        break
-else:
+
+def take_every_descriptor():
+    for _ in range(1024):
+        try:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE, exc
+            return
     raise SystemExit("never ran out of descriptors")
+
+take_every_descriptor()
+time.sleep(0.2)  # the server may close the first request's socket only after its client read EOF
+take_every_descriptor()
 waiting.connect(server.server_address)  # queued; the server's accept() now fails: EMFILE
 waiting.sendall(b"waiting\\n")
 time.sleep(0.1)
