@@ -295,14 +295,6 @@ def cache_dir():
     raise BenchError(f"no writable cache directory among {candidates}")
 
 
-def loadgen_source():
-    return resources.files("fastserver").joinpath("_loadgen.c").read_bytes()
-
-
-def floor_source():
-    return resources.files("fastserver").joinpath("_floor.c").read_bytes()
-
-
 def compiler():
     """The C compiler command (a list): $CC, else cc, gcc or clang; None if there is none."""
     if os.environ.get("CC"):
@@ -316,15 +308,17 @@ def compiler():
 
 def build_loadgen(directory=None):
     """Compile the load generator once (cached by source and compiler) and return its path."""
-    return _build("loadgen", loadgen_source(), [], "the load generator", directory)
+    return _build("loadgen", [], "the load generator", directory)
 
 
 def build_floor(directory=None):
     """Compile the C reference servers (_floor.c) once, as build_loadgen(); their path."""
-    return _build("floor", floor_source(), ["-pthread"], "the C reference servers", directory)
+    return _build("floor", ["-pthread"], "the C reference servers", directory)
 
 
-def _build(name, source, flags, what, directory):
+def _build(name, flags, what, directory):
+    """Compile the package's ``_<name>.c`` into ``<name>-<hash>`` in ``directory``."""
+    source = resources.files("fastserver").joinpath(f"_{name}.c").read_bytes()
     cc = compiler()
     if cc is None:
         raise BenchError(f"no C compiler (set CC, or install cc) to build {what}")
