@@ -70,6 +70,14 @@ def ask(client, command):
     return client.recv(64)
 
 
+def ask_all(clients, command):
+    """Send ``command`` on every connection at once, then check that each answered."""
+    for client in clients:
+        client.sendall(command + b"\n")
+    for client in clients:
+        assert client.recv(64) == b"ok\n"
+
+
 def heavy_clients(server, count):
     """``count`` connections whose handlers have run long enough to take turns from now on."""
     clients = [client_for(server) for _ in range(count)]
@@ -102,10 +110,7 @@ def concurrent_bursts(module, **attrs):
         clients = heavy_clients(server, 2)
         try:
             before = turn_stats()
-            for client in clients:
-                client.sendall(b"burst\n")
-            for client in clients:
-                assert client.recv(64) == b"ok\n"
+            ask_all(clients, b"burst")
             after = turn_stats()
         finally:
             for client in clients:
@@ -178,10 +183,7 @@ def test_light_handlers_do_not_take_turns(compiled):
         try:
             before = turn_stats()
             for _ in range(100):
-                for client in clients:
-                    client.sendall(b"echo\n")
-                for client in clients:
-                    assert client.recv(64) == b"ok\n"
+                ask_all(clients, b"echo")
             after = turn_stats()
         finally:
             for client in clients:
