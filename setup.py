@@ -54,8 +54,10 @@ def extensions():
         Extension("fastserver._acceptors",
                   ["src/fastserver/_acceptors.pyx", "csrc/acceptor.c", "csrc/poller.c"],
                   depends=["csrc/acceptor.h", "csrc/poller.h", "csrc/compat.h"], **common),
-        Extension("fastserver._stream", ["src/fastserver/_stream.pyx", "csrc/turn.c"],
+        Extension("fastserver._turns", ["src/fastserver/_turns.pyx", "csrc/turn.c"],
                   depends=["csrc/turn.h", "csrc/compat.h"], **common),
+        Extension("fastserver._stream", ["src/fastserver/_stream.pyx"],
+                  depends=["csrc/compat.h"], **common),
         Extension("fastserver._proxy", ["src/fastserver/_proxy.pyx"], **common),
     ]
     return cythonize(modules, compiler_directives={"language_level": 3, "embedsignature": True})

@@ -176,7 +176,7 @@ def main():
 
     timeout = args.handler_timeout
     runs = [("stdlib ThreadingTCPServer", "stdlib", None, None)]
-    cores = ["cython", "python"] if "cython" in fastserver._backend.CORES else ["python"]
+    cores = ["cython", "python"] if "cython" in fastserver._cores.CORES else ["python"]
     for core in cores:
         runs.append((f"fastserver ({core})", core, None, None))
         runs.append((f"fastserver ({core}), max_threads={args.max_threads}", core,

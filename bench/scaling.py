@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fastserver import _backend, bench
+from fastserver import _cores, bench
 
 KINDS = {"threading": "ThreadingTCPServer", "single": "TCPServer"}
 SHARES = {"one": "one process", "inherited": "inherited socket", "reuseport": "SO_REUSEPORT"}
@@ -544,7 +544,7 @@ def parse_args(argv):
                         help="measure workers = 1 .. this (default: os.cpu_count())")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="server kinds: threading (ThreadingTCPServer), single (TCPServer)")
-    parser.add_argument("--core", choices=sorted(_backend.CORES),
+    parser.add_argument("--core", choices=sorted(_cores.CORES),
                         help="fastserver's core (default: the one fastserver uses here)")
     parser.add_argument("--clients", type=int, default=max(2, (os.cpu_count() or 1) // 4),
                         help="load generator processes run at once (default: a quarter of the "
@@ -586,7 +586,7 @@ def main(argv=None):
 
     if not hasattr(os, "fork") or not hasattr(os, "wait4"):
         raise bench.BenchError("the scaling benchmark needs a Unix (fork, wait4)")
-    impl = args.core or _backend.implementation.split("-")[0]
+    impl = args.core or _cores.active.name
     reuseport = not args.no_reuseport and hasattr(socket, "SO_REUSEPORT")
     if not reuseport and not args.no_reuseport:
         log("SO_REUSEPORT is missing here: those configurations are left out")

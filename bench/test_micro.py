@@ -32,7 +32,7 @@ def ss(request):
         yield socketserver
         return
     core = request.param.removeprefix("fastserver-")
-    if core not in fastserver._backend.CORES:
+    if core not in fastserver._cores.CORES:
         pytest.skip(f"no {core} core here (FASTSERVER_NO_EXTENSIONS at build time?)")
     previous = fastserver.IMPLEMENTATION.split("-")[0]
     fastserver._use_core(core)

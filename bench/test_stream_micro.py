@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from fastserver import _pure
+from fastserver import _stream_py
 
 try:
     from fastserver import _stream
@@ -56,7 +56,7 @@ else:
 @pytest.fixture(params=["stdlib", "fast"])
 def stream_files(request):
     if request.param == "stdlib":
-        return _pure.stream_files
+        return _stream_py.stream_files
     if _stream is None:
         pytest.skip("fastserver._stream is not built")
     return _stream.stream_files

@@ -30,7 +30,7 @@ def _module(param):
     if param == "stdlib":
         yield socketserver
         return
-    if param not in fastserver._backend.CORES:
+    if param not in fastserver._cores.CORES:
         if NO_EXTENSIONS:
             pytest.skip("FASTSERVER_NO_EXTENSIONS is set: no compiled core")
         pytest.fail(f"the {param!r} core is missing (a broken build?): set "

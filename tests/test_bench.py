@@ -128,7 +128,7 @@ def test_bench_runs_end_to_end(tmp_path):
                           cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    expected = {"stdlib", "python"} | ({"cython"} & set(fastserver._backend.CORES))
+    expected = {"stdlib", "python"} | ({"cython"} & set(fastserver._cores.CORES))
     assert set(report["impls"]) == expected
     (entry,) = report["loads"]
     assert entry["load"] == 4 and set(entry["results"]) == expected

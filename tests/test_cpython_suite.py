@@ -76,7 +76,7 @@ def reference():
 def test_cpython_socketserver_suite(core, reference):
     import fastserver
 
-    if core not in fastserver._backend.CORES:
+    if core not in fastserver._cores.CORES:
         if os.environ.get("FASTSERVER_NO_EXTENSIONS", "") in ("", "0"):
             pytest.fail("the compiled core is missing from this installation")
         pytest.skip("FASTSERVER_NO_EXTENSIONS is set: no compiled core to run")

@@ -16,7 +16,7 @@ CORES = ["cython", "python"]
 
 @pytest.fixture(params=CORES)
 def core(request):
-    if request.param not in fastserver._backend.CORES:
+    if request.param not in fastserver._cores.CORES:
         pytest.skip("no compiled core in this installation")
     previous = fastserver.IMPLEMENTATION.split("-")[0]
     fastserver._use_core(request.param)

@@ -191,9 +191,9 @@ def test_datagram_servers_ignore_it(fast):
 
 
 def test_at_the_loop_end_readable_connections_get_a_free_thread_and_the_rest_are_closed():
-    # ParkedConnections on its own, with real sockets: 3 connections have spoken, one has not;
+    # SilentConnections on its own, with real sockets: 3 connections have spoken, one has not;
     # one thread is free when the loop ends.
-    from fastserver._parked import ParkedConnections
+    from fastserver._silent import SilentConnections
 
     watched, processed, closed = set(), [], []
     free_threads = [1]
@@ -202,12 +202,12 @@ def test_at_the_loop_end_readable_connections_get_a_free_thread_and_the_rest_are
         free_threads[0] -= 1
         processed.append(client_address)
 
-    parked = ParkedConnections(60.0, watched.add, watched.discard, process,
+    parked = SilentConnections(60.0, watched.add, watched.discard, process,
                                lambda request, client_address: None, closed.append)
     pairs = [socket.socketpair() for _ in range(4)]
     try:
         for number, (server_side, _) in enumerate(pairs):
-            parked.park(server_side, number)
+            parked.hold(server_side, number)
         assert watched == {server_side.fileno() for server_side, _ in pairs}
         for server_side, _ in pairs[:3]:
             assert parked.readable(server_side.fileno())

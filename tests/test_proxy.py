@@ -462,8 +462,22 @@ def test_header_is_immutable(impl):
 def test_public_module_picks_an_implementation():
     expected = "python" if NO_EXTENSIONS or _compiled is None else "cython"
     assert proxy.IMPLEMENTATION == expected
-    assert proxy.parse is (_proxy_py.parse if expected == "python" else _compiled.parse)
     assert set(proxy.__all__) >= {"ProxyError", "ProxyHeader", "parse", "read_header"}
+
+
+@pytest.mark.parametrize("core", ["cython", "python"])
+def test_switching_the_core_switches_the_parser(core):
+    import fastserver
+
+    parser = _require_compiled() if core == "cython" else _proxy_py
+    previous = fastserver.IMPLEMENTATION.split("-")[0]
+    fastserver._use_core(core)
+    try:
+        assert proxy.IMPLEMENTATION == core
+        assert fastserver._cores.active.parse_proxy is parser.parse
+        assert proxy.parse(line("PROXY TCP4 1.2.3.4 5.6.7.8 9 10")).source == ("1.2.3.4", 9)
+    finally:
+        fastserver._use_core(previous)
 
 
 # --- malformed headers ----------------------------------------------------------------------

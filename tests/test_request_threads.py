@@ -22,7 +22,7 @@ def threaded(module, respond, **attrs):
 
 
 def uses_acceptors(module):
-    if module is not fastserver or fastserver._backend.core is fastserver._backend._pure:
+    if module is not fastserver or fastserver._cores.active is fastserver._cores.PURE:
         return False
     from fastserver import _acceptors
 

@@ -1,7 +1,7 @@
 """StreamRequestHandler's rfile and wfile: the compiled ones (_stream) against the stdlib's.
 
 Every test runs on real connected sockets (a socketpair and a loopback TCP connection) once with
-the standard library's objects (``_pure.stream_files``: ``sock.makefile`` and the unbuffered
+the standard library's objects (``_stream_py.stream_files``: ``sock.makefile`` and the unbuffered
 ``_SocketWriter``) and once with the compiled ones, and asserts the same results and the same
 exceptions (type and arguments). A watchdog shuts the sockets down after TIMEOUT seconds, so a
 broken implementation fails a test instead of hanging it.
@@ -24,7 +24,7 @@ import time
 import pytest
 from conftest import NO_EXTENSIONS, TIMEOUT
 
-from fastserver import _pure
+from fastserver import _stream_py
 
 try:
     from fastserver import _stream
@@ -38,7 +38,7 @@ SHORT = 0.05  # a timeout that expires
 
 def stream_files(maker):
     if maker == "stdlib":
-        return _pure.stream_files
+        return _stream_py.stream_files
     if _stream is None:
         if NO_EXTENSIONS:
             pytest.skip("FASTSERVER_NO_EXTENSIONS is set: no compiled stream files")

@@ -24,13 +24,13 @@ BURST_SECONDS = 0.03  # longer than the default switch interval: the GIL alone w
 @pytest.fixture
 def compiled():
     with _module("cython") as module:
-        if fastserver._backend.turns() is None:
+        if fastserver._cores.active.turns is None:
             pytest.fail("the compiled core runs without the compiled stream files")
         yield module
 
 
 def turn_stats():
-    return fastserver._backend.turns().turn_stats()
+    return fastserver._cores.active.turns.turn_stats()
 
 
 @contextlib.contextmanager
@@ -153,7 +153,7 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
         with serving(server):
             waiter, releaser = heavy_clients(server, 2)
             try:
-                turns = ss is fastserver and fastserver._backend.turns() is not None
+                turns = ss is fastserver and fastserver._cores.active.turns is not None
                 stats = turn_stats() if turns else None
                 for _ in range(5):
                     released.clear()
@@ -204,7 +204,7 @@ def make_heavy(turns):
 def test_a_child_forked_while_the_turn_is_held_starts_with_it_free(compiled):
     """fork() copies the turn's state but not the thread that held it: a request thread of the
     child must not wait for a holder that does not exist there."""
-    turns = fastserver._backend.turns()
+    turns = fastserver._cores.active.turns
     with switch_interval(2.0):
         turns.enroll(True)
         try:

@@ -14,7 +14,7 @@ import socket
 import sys
 import warnings
 
-from . import _backend
+from . import _cores
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .mixins import ThreadingMixIn
 from .servers import BaseServer, TCPServer, UDPServer
@@ -24,7 +24,7 @@ __all__ = ["BaseServer", "TCPServer", "UDPServer",
            "BaseRequestHandler", "StreamRequestHandler",
            "DatagramRequestHandler", "ThreadingMixIn"]
 
-IMPLEMENTATION = _backend.implementation
+IMPLEMENTATION = _cores.active.implementation
 
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer):
@@ -105,7 +105,8 @@ def install():
 
 
 def _use_core(name):
-    """Run every loop on the core ``name`` ("cython" or "python"); for tests and benchmarks."""
+    """Run everything on the core ``name`` ("cython" or "python") from now on: its loops, its
+    streams, its PROXY parser. For tests and benchmarks; returns the new IMPLEMENTATION."""
     global IMPLEMENTATION
-    IMPLEMENTATION = _backend.use(name)
+    IMPLEMENTATION = _cores.use(name).implementation
     return IMPLEMENTATION

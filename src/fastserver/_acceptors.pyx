@@ -26,13 +26,13 @@ from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
 from posix.unistd cimport close
 
 from fastserver._core cimport Dispatcher, next_backoff_ms, sockaddr_to_python
-from fastserver._stream cimport begin_turn, give_turn, take_turn
+from fastserver._turns cimport begin_turn, give_turn, take_turn
 from fastserver._poller cimport fs_accept, sockaddr, sockaddr_storage, socklen_t
 
 import sys
 import threading
 
-from fastserver import _pool, _stream
+from fastserver import _pool, _turns
 
 cdef extern from "acceptor.h" nogil:
     const int fs_acceptors_supported
@@ -226,7 +226,7 @@ cdef class Acceptors:
         cdef bint first = True
         worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
         if self.turns:
-            _stream.enroll(True)
+            _turns.enroll(True)
         try:
             while True:
                 fd = self.take(worker, &addr, &length, first)

@@ -19,9 +19,9 @@ cdef class Dispatcher:
     cdef object finish_request, shutdown_request, close_request, service_actions
     cdef bint tcp_shutdown, close_socket, nodelay
     cdef int accept_error  # errno of the last failed accept (0 after a success)
-    cdef object parked  # the loop's ParkedConnections (first_data_timeout), or None
+    cdef object silent  # the loop's SilentConnections (first_data_timeout), or None
 
-    cdef int handle_ready(self, int limit, accepting=*) except -1
+    cdef int handle_ready(self, state, int limit, accepting=*) except -1
     cdef object next_request(self)
     cdef object accept(self)
     cdef void set_nodelay(self, int fd) noexcept nogil

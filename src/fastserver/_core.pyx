@@ -3,14 +3,15 @@
 
 The loop waits without the GIL on the listening socket and a wakeup descriptor, accepts with
 accept4() (close-on-exec) in batches with the GIL held on a listener it made non-blocking, and
-dispatches each connection as ``BaseServer._handle_request_noblock`` would. The hooks a server
-overrides are found once per loop (``servers.Hooks``) and called exactly where the standard
-library calls them; the defaults run here without a Python call.
+dispatches each connection as ``BaseServer._handle_request_noblock`` would. It sees a server
+through the seam (``fastserver._seam``): the server's LoopState, and the Hooks the API layer
+found for this loop, called exactly where the standard library calls them; the defaults run
+here without a Python call. What it decides is ``fastserver._policy``'s; ``_core_py`` is its
+pure-Python twin.
 """
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport (ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPROTO,
-                         errno)
+from libc.errno cimport EINTR, errno
 from libc.string cimport memset, strerror, strlen
 from libc.math cimport ceil
 from posix.unistd cimport close
@@ -20,7 +21,8 @@ from fastserver._poller cimport *
 import socket as _socket
 from time import monotonic
 
-from fastserver._parked import ParkedConnections
+from fastserver import _policy, _seam
+from fastserver._silent import SilentConnections
 
 POLLER = fs_poller_name.decode()
 
@@ -63,54 +65,59 @@ cdef extern from *:
     """
     size_t FS_SUN_PATH_OFFSET
 
-# Connections accepted per readiness before the loop looks at its wakeup descriptor again.
-cdef int ACCEPT_BATCH = 32
-cdef int EVENTS_MAX = 64
-# Out of descriptors or memory, accept() fails at once for as long as it lasts: instead of spinning
-# (the stdlib's loop does), leave the client queued and retry after a delay that doubles from
-# BACKOFF_MIN_MS to BACKOFF_MAX_MS. Same policy as _pure.
-cdef int BACKOFF_MIN_MS = 1
-cdef int BACKOFF_MAX_MS = 50
+# The policy's tables, in C (fastserver._policy says what they mean), filled at import.
+cdef int ACCEPT_BATCH = _policy.ACCEPT_BATCH
+cdef int EVENTS_MAX = 64  # the size of the loop's event array
+cdef int BACKOFF_MS[16]
+cdef int BACKOFF_STEPS = 0
+cdef int PEER_GONE[8]
+cdef int PEER_GONE_COUNT = 0
+
+
+cdef int load_policy() except -1:
+    global BACKOFF_STEPS, PEER_GONE_COUNT
+    for ms in _policy.BACKOFF_MS[:16]:
+        BACKOFF_MS[BACKOFF_STEPS] = ms
+        BACKOFF_STEPS += 1
+    for err in sorted(_policy.PEER_GONE)[:8]:
+        PEER_GONE[PEER_GONE_COUNT] = err
+        PEER_GONE_COUNT += 1
+    return 0
+
+
+load_policy()
 
 
 cdef int next_backoff_ms(int backoff_ms) noexcept nogil:
-    """The delay after another failed accept(), given the last one (0: none yet)."""
-    return min(max(2 * backoff_ms, BACKOFF_MIN_MS), BACKOFF_MAX_MS)
+    """The delay after another failed accept(), given the last one (0: none yet): the policy's
+    next step."""
+    cdef int step
+    for step in range(BACKOFF_STEPS):
+        if BACKOFF_MS[step] > backoff_ms:
+            return BACKOFF_MS[step]
+    return BACKOFF_MS[BACKOFF_STEPS - 1]
 
 
-cdef inline bint out_of_resources(int err) noexcept:
-    return err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM
+cdef bint peer_gone(int err) noexcept nogil:
+    """accept() failed for a connection the peer gave up while queued: take the next one."""
+    cdef int i
+    for i in range(PEER_GONE_COUNT):
+        if PEER_GONE[i] == err:
+            return True
+    return False
+
+
 cdef object _fsdecode = __import__("os").fsdecode
-
-cdef object _Hooks = None
-
-
 cdef object _acceptors = None
-cdef object _thread_pool = None
 
 
 cdef object acceptors():
+    """fastserver._acceptors, imported at first use: it cimports this module."""
     global _acceptors
     if _acceptors is None:
         from fastserver import _acceptors as module
         _acceptors = module
     return _acceptors
-
-
-cdef object thread_pool(server):
-    global _thread_pool
-    if _thread_pool is None:
-        from fastserver.mixins import thread_pool as function
-        _thread_pool = function
-    return _thread_pool(server)
-
-
-cdef object hooks_for(server):
-    global _Hooks
-    if _Hooks is None:
-        from fastserver.servers import Hooks
-        _Hooks = Hooks
-    return _Hooks(server)
 
 
 cdef int raise_oserror(int err) except -1:
@@ -163,9 +170,8 @@ cdef class Dispatcher:
     """One server's hooks, resolved; handles the connections that are ready. (Its attributes
     are declared in _core.pxd: fastserver._acceptors serves requests through it too.)"""
 
-    def __cinit__(self, server):
+    def __cinit__(self, server, hooks):
         self.server = server
-        hooks = hooks_for(server)
         self.hooks = hooks
         self.handle_noblock = hooks.handle_noblock
         self.get_request = hooks.get_request
@@ -173,9 +179,9 @@ cdef class Dispatcher:
         self.process_request = hooks.process_request
         self.finish_request = hooks.finish_request
         self.service_actions = hooks.service_actions
-        self.tcp_shutdown = hooks.shutdown_request == hooks.SHUTDOWN_TCP
+        self.tcp_shutdown = hooks.shutdown_request is _seam.SHUTDOWN_TCP
         self.shutdown_request = None if self.tcp_shutdown else hooks.shutdown_request
-        self.close_socket = hooks.close_request == hooks.CLOSE_SOCKET
+        self.close_socket = hooks.close_request is _seam.CLOSE_SOCKET
         self.close_request = None if self.close_socket else hooks.close_request
         self.listen_fd = server.fileno()
         if self.listen_fd < 0:
@@ -192,9 +198,10 @@ cdef class Dispatcher:
                 self.accept_in_c = False
                 self.get_request = server.get_request
 
-    cdef int handle_ready(self, int limit, accepting=None) except -1:
+    cdef int handle_ready(self, state, int limit, accepting=None) except -1:
         """Handle up to ``limit`` ready connections, as _handle_request_noblock does each; stop
-        early on shutdown() or when ``accepting()`` says the server can take no more."""
+        early on shutdown() (``state``) or when ``accepting()`` says the server can take no
+        more."""
         cdef int handled = 0
         if not self.accept_in_c:
             if self.handle_noblock is not None:
@@ -205,7 +212,7 @@ cdef class Dispatcher:
                     self.dispatch(request[0], request[1])
             return 1
         while handled < limit:
-            if handled and (self.server._BaseServer__shutdown_request
+            if handled and (state.shutdown_request
                             or (accepting is not None and not accepting())):
                 break
             request = self.accept()
@@ -241,8 +248,8 @@ cdef class Dispatcher:
             if err == EINTR:
                 PyErr_CheckSignals()
                 continue
-            if err == ECONNABORTED or err == EPROTO:
-                continue  # the peer gave up while queued: try the next one
+            if peer_gone(err):
+                continue
             return None  # EAGAIN: drained; anything else: the next wakeup retries
         self.set_nodelay(fd)
         return self.wrap(fd), sockaddr_to_python(&addr, length)
@@ -264,8 +271,8 @@ cdef class Dispatcher:
     cdef int dispatch(self, request, client_address) except -1:
         if self.verify_request is None or self.verify_request(request, client_address):
             try:
-                if self.parked is not None:
-                    self.parked.park(request, client_address)
+                if self.silent is not None:
+                    self.silent.hold(request, client_address)
                 else:
                     self.process(request, client_address)
             except Exception:
@@ -278,12 +285,12 @@ cdef class Dispatcher:
             self.end_request(request)
         return 0
 
-    def process_parked(self, request, client_address):
-        """Process a parked connection, now readable."""
+    def process_silent(self, request, client_address):
+        """Process a silent connection, now readable."""
         self.process(request, client_address)
 
-    def close_parked(self, request):
-        """Close a parked connection: shutdown_request(), as the server defines it."""
+    def close_silent(self, request):
+        """Close a silent connection: shutdown_request(), as the server defines it."""
         self.end_request(request)
 
     cdef int process(self, request, client_address) except -1:
@@ -381,56 +388,51 @@ cdef class Loop:
             fs_wakeup_drain(self.wake_r)
 
     def watch(self, int fd):
-        """Add ``fd`` to the poller, for readability (a parked connection)."""
+        """Add ``fd`` to the poller, for readability (a silent connection)."""
         if fs_poller_add(self.poller, fd, FS_READABLE) < 0:
             raise_errno()
 
     def unwatch(self, int fd):
         fs_poller_remove(self.poller, fd)
 
-    def serve_forever(self, server, poll_interval):
-        """The standard library's serve_forever loop, waiting in C and woken by wake()."""
+    def serve_forever(self, server, state, hooks, poll_interval):
+        """The standard library's serve_forever loop over ``server``, until
+        ``state.shutdown_request``; waiting in C and woken by wake()."""
         if self.closed:
             raise ValueError("serve_forever() on a closed Loop")
-        cdef Dispatcher dispatcher = Dispatcher(server)
+        cdef Dispatcher dispatcher = Dispatcher(server, hooks)
         cdef int listen_fd = dispatcher.listen_fd
         cdef int was_nonblocking = 0
-        cdef int ms = timeout_ms(poll_interval)
-        if dispatcher.accept_in_c and dispatcher.hooks.threads_accept and acceptors().SUPPORTED:
-            return self.serve_with_acceptors(server, dispatcher, ms)
+        if dispatcher.accept_in_c and hooks.threads_accept and acceptors().SUPPORTED:
+            return self.serve_with_acceptors(server, state, dispatcher, timeout_ms(poll_interval))
         if fs_poller_add(self.poller, listen_fd, FS_READABLE) < 0:
             raise_errno()
         if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
             fs_poller_remove(self.poller, listen_fd)
             raise_errno()
-        if dispatcher.hooks.first_data_timeout is not None:
-            dispatcher.parked = ParkedConnections(
-                dispatcher.hooks.first_data_timeout, self.watch, self.unwatch,
-                dispatcher.process_parked, server.handle_error, dispatcher.close_parked)
+        if hooks.first_data_timeout is not None:
+            dispatcher.silent = SilentConnections(
+                hooks.first_data_timeout, self.watch, self.unwatch,
+                dispatcher.process_silent, server.handle_error, dispatcher.close_silent)
         try:
-            self.run(server, dispatcher, ms)
+            self.run(state, dispatcher, _policy.Pacing(poll_interval))
         finally:
             try:
-                if dispatcher.parked is not None:
-                    dispatcher.parked.close_all(dispatcher.hooks.accepting)
+                if dispatcher.silent is not None:
+                    dispatcher.silent.close_all(hooks.accepting)
             finally:
                 if dispatcher.accept_in_c and not was_nonblocking:
                     fs_set_nonblocking(listen_fd, 0, NULL)
                 fs_poller_remove(self.poller, listen_fd)
 
-    cdef int run(self, server, Dispatcher dispatcher, int ms) except -1:
+    cdef int run(self, state, Dispatcher dispatcher, pacing) except -1:
         cdef fs_event events[64]
-        cdef int n, i, wait_ms, due_ms, backoff_ms = 0
-        cdef bint listener_ready, armed = True, wanted, paused = False
+        cdef int n, i
+        cdef bint listener_ready, armed = True, wanted
         accepting = dispatcher.hooks.accepting
-        parked = dispatcher.parked
-        while not server._BaseServer__shutdown_request:
-            # The listener is polled unless accepting is paused or no thread is free (with
-            # parking: while a readable connection waits for one).
-            if parked is None:
-                wanted = not paused and (accepting is None or accepting())
-            else:
-                wanted = not paused and not parked.ready
+        silent = dispatcher.silent
+        while not state.shutdown_request:
+            wanted = pacing.listener_wanted(accepting, silent)
             if wanted != armed:
                 if wanted:
                     if fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
@@ -438,15 +440,8 @@ cdef class Loop:
                 else:
                     fs_poller_remove(self.poller, dispatcher.listen_fd)
                 armed = wanted
-            wait_ms = backoff_ms if paused and not 0 <= ms < backoff_ms else ms
-            if parked is not None:
-                due = parked.next_timeout()
-                if due is not None:
-                    due_ms = timeout_ms(due)
-                    if wait_ms < 0 or due_ms < wait_ms:
-                        wait_ms = due_ms
-            n = self.wait(events, EVENTS_MAX, wait_ms)
-            if server._BaseServer__shutdown_request:
+            n = self.wait(events, EVENTS_MAX, timeout_ms(pacing.timeout(silent)))
+            if state.shutdown_request:
                 break
             listener_ready = False
             for i in range(n):
@@ -455,30 +450,22 @@ cdef class Loop:
                 elif events[i].fd == dispatcher.listen_fd:
                     listener_ready = True
                 else:
-                    parked.readable(events[i].fd)
-            if parked is not None:
-                parked.expire()
-                parked.dispatch(accepting)
-            if paused:
-                paused = False  # over (a wakeup, e.g. a freed thread, ends it early)
-            elif listener_ready:
-                # service_actions() (ForkingMixIn: reaping, max_children) runs between requests
-                # in the stdlib: a server that overrides it gets one request per wakeup.
+                    silent.readable(events[i].fd)
+            if silent is not None:
+                silent.expire()
+                silent.dispatch(accepting)
+            if not pacing.resume() and listener_ready:
                 dispatcher.handle_ready(
-                    ACCEPT_BATCH if dispatcher.service_actions is None else 1,
-                    accepting if parked is None else None)
-                if out_of_resources(dispatcher.accept_error):
-                    backoff_ms = next_backoff_ms(backoff_ms)
-                    paused = True
-                else:
-                    backoff_ms = 0
+                    state, ACCEPT_BATCH if dispatcher.service_actions is None else 1,
+                    accepting if silent is None else None)
+                pacing.accepted(dispatcher.accept_error)
             if dispatcher.service_actions is not None:
                 dispatcher.service_actions()
         if not armed:  # serve_forever() removes it
             fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE)
         return 0
 
-    cdef int serve_with_acceptors(self, server, Dispatcher dispatcher, int ms) except -1:
+    cdef int serve_with_acceptors(self, server, state, Dispatcher dispatcher, int ms) except -1:
         """ThreadingMixIn's default path: the request threads accept the connections themselves
         (see fastserver._acceptors) and this thread only waits for shutdown()."""
         cdef fs_event events[1]
@@ -488,10 +475,10 @@ cdef class Loop:
             raise_errno()
         try:
             threads = acceptors().Acceptors(server, dispatcher)
-            thread_pool(server).adopt(threads)
+            dispatcher.hooks.thread_pool().adopt(threads)
             try:
                 threads.start()
-                while not server._BaseServer__shutdown_request:
+                while not state.shutdown_request:
                     if self.wait(events, 1, ms) > 0:  # the wakeup descriptor: all it waits on
                         fs_wakeup_drain(self.wake_r)
             finally:
@@ -519,22 +506,12 @@ cdef class Loop:
                 ms = timeout_ms(max(deadline - monotonic(), 0.0))
 
 
-def handle_request(server):
+def handle_request(server, hooks):
     """The standard library's handle_request(): wait up to the timeout, then handle one request."""
-    timeout = server.socket.gettimeout()
-    if timeout is None:
-        timeout = server.timeout
-    elif server.timeout is not None:
-        timeout = min(timeout, server.timeout)
-    deadline = None if timeout is None else monotonic() + timeout
-    cdef Dispatcher dispatcher = Dispatcher(server)
-    while True:
-        if wait_readable(dispatcher.listen_fd, timeout_ms(timeout)):
-            return handle_one(dispatcher)
-        if deadline is not None:
-            timeout = deadline - monotonic()
-            if timeout < 0:
-                return server.handle_timeout()
+    cdef Dispatcher dispatcher = Dispatcher(server, hooks)
+    return _policy.handle_request(
+        server, lambda timeout: wait_readable(dispatcher.listen_fd, timeout_ms(timeout)),
+        lambda: handle_one(dispatcher))
 
 
 cdef object handle_one(Dispatcher dispatcher):
@@ -542,7 +519,7 @@ cdef object handle_one(Dispatcher dispatcher):
     if dispatcher.handle_noblock is not None:
         return dispatcher.handle_noblock()  # handle_request() returns what it returns
     if not dispatcher.accept_in_c:
-        dispatcher.handle_ready(1)
+        dispatcher.handle_ready(None, 1)
         return None
     if fs_set_nonblocking(dispatcher.listen_fd, 1, &was_nonblocking) < 0:
         raise_errno()

@@ -13,7 +13,7 @@ last recv had to wait a while skips the first try: between requests it would onl
 syscall.) The socket's timeout is read when a wait begins (a handler may change it after setup),
 signals interrupt a wait and run their handlers (which may raise) before it resumes (PEP 475),
 and errors are the socket module's OSError subclasses. A request thread that takes turns
-(ThreadingMixIn.request_turns, csrc/turn.c) gives its turn up for each wait and takes it again
+(ThreadingMixIn.request_turns, ``_turns``) gives its turn up for each wait and takes it again
 before the GIL.
 
 Anything unusual (a socket subclass such as an SSL socket, a non-stream socket, an unbuffered or
@@ -41,9 +41,9 @@ import _socket
 import io
 import os
 import socket
-import sys
 
-from fastserver import _pure
+from fastserver import _stream_py
+from fastserver._turns cimport give_turn, take_turn
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -101,75 +101,12 @@ cdef object _SocketIO = socket.SocketIO
 cdef object _BufferedWriter = io.BufferedWriter
 cdef object _Unsupported = io.UnsupportedOperation
 cdef object _strerror = os.strerror
-cdef object _pure_stream_files = _pure.stream_files
+cdef object _pure_stream_files = _stream_py.stream_files
 cdef frozenset _whences = frozenset({0, 1, 2, getattr(os, "SEEK_DATA", 0),
                                      getattr(os, "SEEK_HOLE", 0)})
 
 
 # --- syscalls ---------------------------------------------------------------------------------
-
-cdef extern from "turn.h" nogil:
-    struct fs_turn_stats:
-        unsigned long long taken, waited, stolen
-    void fs_turn_enroll(int enrolled, long patience_us)
-    void fs_turn_give()
-    void fs_turn_take()
-    int fs_turn_wanted()
-    void fs_turn_counts(fs_turn_stats *stats)
-
-
-# --- request threads take turns (csrc/turn.c): ThreadingMixIn.request_turns
-
-def enroll(bint enrolled):
-    """Make the calling thread a request thread that takes turns running Python (or no longer).
-    A waiter takes the turn from a holder that keeps it past the switch interval. Without a GIL
-    (a free-threaded build running without it) there is nothing to take turns for."""
-    if enrolled and not _gil_enabled():
-        enrolled = False
-    fs_turn_enroll(enrolled, max(<long>(sys.getswitchinterval() * 1e6), 1))
-
-
-cdef void begin_turn() noexcept:
-    """When a request begins, with the GIL held: take the turn if this thread takes turns and
-    its last run was long (the GIL released only then, to wait for it)."""
-    if fs_turn_wanted():
-        with nogil:
-            fs_turn_take()
-    else:
-        fs_turn_take()  # starts timing the run, never waits
-
-
-cdef void take_turn() noexcept nogil:
-    """begin_turn() without the GIL."""
-    fs_turn_take()
-
-
-cdef void give_turn() noexcept nogil:
-    """When a request ends: hand the turn on if the calling thread holds it."""
-    fs_turn_give()
-
-
-def begin_request():
-    """begin_turn(), for the thread pool."""
-    begin_turn()
-
-
-def end_request():
-    """give_turn(), for the thread pool."""
-    fs_turn_give()
-
-
-def turn_stats():
-    """Turns taken since the process started: ``(taken, waited, stolen)``; waited counts those
-    taken after waiting for another thread, stolen those taken once the wait had lasted a whole
-    switch interval (the holder kept it that long, or other threads took it first)."""
-    cdef fs_turn_stats stats
-    fs_turn_counts(&stats)
-    return stats.taken, stats.waited, stats.stolen
-
-
-cdef object _gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)
-
 
 cdef inline double monotonic() noexcept nogil:
     cdef timespec now
@@ -212,10 +149,10 @@ cdef int wait_for(int fd, short events, double deadline) except -1:
         entry.events = events
         entry.revents = 0
         with nogil:
-            fs_turn_give()
+            give_turn()
             ready = poll(&entry, 1, ms)
             err = errno
-            fs_turn_take()
+            take_turn()
         if ready > 0:
             return 1
         if ready < 0:
@@ -281,10 +218,10 @@ cdef Py_ssize_t transfer(object sock, int fd, char *data, Py_ssize_t length, bin
             started = monotonic()
             if deadline[0] == NEVER:
                 with nogil:
-                    fs_turn_give()
+                    give_turn()
                     n = syscall(fd, data, length, sending, 0)
                     err = errno
-                    fs_turn_take()
+                    take_turn()
                 slept[0] = monotonic() - started > WAITED
                 if n >= 0:
                     return n

@@ -154,7 +154,7 @@ if impl == "stdlib":
     implementation, streams = "stdlib", "socket.makefile"
 else:
     implementation = fastserver.IMPLEMENTATION
-    streams = fastserver._backend.stream_files.__module__  # compiled or pure rfile/wfile
+    streams = fastserver._cores.active.stream_files.__module__  # compiled or pure rfile/wfile
 
 
 def control():
@@ -655,9 +655,9 @@ def main(argv=None):
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
-    from . import _backend
+    from . import _cores
 
-    if "cython" in impls and "cython" not in _backend.CORES:
+    if "cython" in impls and "cython" not in _cores.CORES:
         log("fastserver's compiled core is not built here: the cython column is left out")
         impls = tuple(impl for impl in impls if impl != "cython")
     if "c-loop" in impls and not sys.platform.startswith("linux"):

@@ -3,7 +3,7 @@
 import socket
 from io import BytesIO
 
-from . import _backend
+from . import _cores
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -59,8 +59,8 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile, self.wfile = _backend.stream_files(self.connection, self.rbufsize,
-                                                       self.wbufsize)
+        self.rfile, self.wfile = _cores.active.stream_files(self.connection, self.rbufsize,
+                                                            self.wbufsize)
 
     def finish(self):
         if not self.wfile.closed:

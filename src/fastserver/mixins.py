@@ -2,7 +2,7 @@
 
 import os
 
-from . import _backend
+from . import _cores
 from ._pool import ThreadPool
 
 __all__ = ["ThreadingMixIn"]
@@ -21,15 +21,6 @@ class _NoThreads:
 
     def __len__(self):
         return 0
-
-
-def thread_pool(server):
-    """A ThreadingMixIn server's ThreadPool (``_threads``), made at its first use."""
-    pool = server._threads
-    if type(pool) is not ThreadPool:
-        turns = _backend.turns() if server.request_turns else None
-        pool = server._threads = ThreadPool(server.max_threads, server._wake_loop, turns)
-    return pool
 
 
 class ThreadingMixIn:
@@ -69,19 +60,22 @@ class ThreadingMixIn:
         finally:
             self.shutdown_request(request)
 
+    def _thread_pool(self):
+        """The ThreadPool (``_threads``), made at its first use."""
+        pool = self._threads
+        if type(pool) is not ThreadPool:
+            turns = _cores.active.turns if self.request_turns else None
+            pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
+        return pool
+
     def process_request(self, request, client_address):
-        """Run the request on a free thread (a parked one, else a new one)."""
-        pool = thread_pool(self)
+        """Run the request on a free thread (an idle one, else a new one)."""
+        pool = self._thread_pool()
         pool.submit(self.process_request_thread, (request, client_address), self.daemon_threads)
 
     def _accepting(self):
         """False while max_threads requests run: the loop then leaves connections queued."""
         return not self._threads.full() if type(self._threads) is ThreadPool else True
-
-    def _wake_loop(self):
-        loop = self._BaseServer__loop
-        if loop is not None:
-            loop.wake()
 
     def server_close(self):
         super().server_close()

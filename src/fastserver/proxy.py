@@ -3,9 +3,10 @@
 A proxy or load balancer that speaks it (HAProxy ``send-proxy``/``send-proxy-v2``, AWS NLB,
 nginx ``proxy_protocol on``, stunnel...) opens each connection with a header naming the client it
 relays. ``read_header(sock)`` reads exactly that header off a freshly accepted connection, and
-nothing after it; ``parse(data)`` parses one from bytes. ``parse`` runs compiled where the
-extension is built, in pure Python otherwise or under ``FASTSERVER_NO_EXTENSIONS=1``; both take
-the same input to the same result (``IMPLEMENTATION`` says which one runs).
+nothing after it; ``parse(data)`` parses one from bytes. ``parse`` runs on the active core (see
+``fastserver._cores``): compiled (``_proxy``) where the extension is built, pure (``_proxy_py``)
+otherwise or under ``FASTSERVER_NO_EXTENSIONS=1``; both take the same input to the same result
+(``IMPLEMENTATION`` says which one runs).
 
 What is accepted, following the specification:
 
@@ -31,11 +32,11 @@ Trust: only accept the header from proxies you trust, on a listener configured f
 can connect to such a listener can claim any client address.
 """
 
-import os
 import select
 import socket
 from time import monotonic
 
+from . import _cores
 from ._proxy_py import (
     DEFAULT_MAX_LENGTH,
     MAX_LENGTH,
@@ -54,16 +55,23 @@ __all__ = ["ProxyError", "ProxyHeader", "parse", "read_header", "DEFAULT_MAX_LEN
            "MAX_LENGTH", "PP2_TYPE_ALPN", "PP2_TYPE_AUTHORITY", "PP2_TYPE_CRC32C",
            "PP2_TYPE_NOOP", "PP2_TYPE_UNIQUE_ID", "PP2_TYPE_SSL", "PP2_TYPE_NETNS"]
 
-if os.environ.get("FASTSERVER_NO_EXTENSIONS", "") in ("", "0"):
-    try:
-        from ._proxy import parse
-        IMPLEMENTATION = "cython"
-    except ImportError:  # not built
-        from ._proxy_py import parse
-        IMPLEMENTATION = "python"
-else:
-    from ._proxy_py import parse
-    IMPLEMENTATION = "python"
+
+
+def parse(data, max_length=DEFAULT_MAX_LENGTH):
+    """Parse the PROXY protocol header at the start of ``data`` (any contiguous bytes-like).
+
+    Returns a ``ProxyHeader`` once ``data`` holds a whole valid header (bytes after it, the
+    payload, are ignored), None while ``data`` is a prefix that may still become one, and raises
+    ``ProxyError`` as soon as it cannot, or when the header would be longer than ``max_length``
+    bytes (16 to ``MAX_LENGTH``; a v1 line never exceeds 107). Runs on the active core.
+    """
+    return _cores.active.parse_proxy(data, max_length)
+
+
+def __getattr__(name):
+    if name == "IMPLEMENTATION":  # the core's, which tests and benchmarks may switch
+        return _cores.active.name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
 _CLOSED = "connection closed before the PROXY header"

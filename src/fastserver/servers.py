@@ -2,7 +2,9 @@
 
 The classes keep every method, attribute and call order of ``socketserver``; the only thing they do
 differently is hand their loops (``serve_forever`` and ``handle_request``) to the active core
-(:mod:`fastserver._core`, or :mod:`fastserver._pure` where the extension is not available).
+(``fastserver._core``, or its pure twin ``fastserver._core_py``; see ``fastserver._cores``). What
+a core sees of a server is the seam (``fastserver._seam``): the server's LoopState and the Hooks
+that :func:`find_hooks` finds at the start of each loop.
 """
 
 import os
@@ -11,7 +13,7 @@ import sys
 import threading
 import traceback
 
-from . import _backend
+from . import _cores, _seam
 from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -108,7 +110,7 @@ class BaseServer:
     proxy_protocol = False
     proxy_timeout = 5.0  # seconds the header may take to arrive
     # fastserver: hold each accepted stream connection in the loop, without a thread, until its
-    # first bytes arrive; close it if none come within this many seconds (see fastserver._parked).
+    # first bytes arrive; close it if none come within this many seconds (see fastserver._silent).
     # None (the default) processes connections at once, as the stdlib does.
     first_data_timeout = None
 
@@ -117,10 +119,16 @@ class BaseServer:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
-        self.__shutdown_request = False
-        self.__loop = None
-        self.__parked = None  # the pure core's ParkedConnections while its loop runs
-        self.__accept_error = 0  # errno of the last failed get_request(), for the pure core
+        self.__state = _seam.LoopState()  # what the loops share with shutdown() and the workers
+
+    # The stdlib's private flag, kept for code that sets it to stop a loop: the state's now.
+    __shutdown_request = property(
+        lambda self: self.__state.shutdown_request,
+        lambda self, value: setattr(self.__state, "shutdown_request", value))
+
+    def _wake_loop(self):
+        """Wake the running loop, if any, so that it looks at its state (a thread freed)."""
+        self.__state.wake()
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -133,21 +141,22 @@ class BaseServer:
         With ``workers`` > 1, runs that many worker processes instead and supervises them.
         """
         self.__is_shut_down.clear()
+        state = self.__state
         try:
             supervise = self.worker_id is None and _check_settings(self) > 1
-            with _backend.core.Loop() as loop:
-                self.__loop = loop
+            with _cores.active.loops.Loop() as loop:
+                state.loop = loop
                 try:
                     if supervise:
                         from .workers import Supervisor
 
-                        Supervisor(self, loop, poll_interval).run()
+                        Supervisor(self, state, loop, poll_interval).run()
                     else:
-                        loop.serve_forever(self, poll_interval)
+                        loop.serve_forever(self, state, find_hooks(self), poll_interval)
                 finally:
-                    self.__loop = None
+                    state.loop = None
         finally:
-            self.__shutdown_request = False
+            state.shutdown_request = False
             self.__is_shut_down.set()
 
     def shutdown(self):
@@ -155,10 +164,7 @@ class BaseServer:
 
         Must be called while serve_forever() is running in another thread, or it will deadlock.
         """
-        self.__shutdown_request = True
-        loop = self.__loop
-        if loop is not None:
-            loop.wake()
+        self.__state.request_shutdown()
         self.__is_shut_down.wait()
 
     def service_actions(self):
@@ -174,7 +180,7 @@ class BaseServer:
         Respects self.timeout.
         """
         _check_settings(self)
-        return _backend.core.handle_request(self)
+        return _cores.active.loops.handle_request(self, find_hooks(self))
 
     def _handle_request_noblock(self):
         """Handle one request, without blocking.
@@ -182,16 +188,17 @@ class BaseServer:
         The loop calls this only after the socket is ready for reading; get_request() may still
         block if another process took the connection first.
         """
+        state = self.__state
         try:
             request, client_address = self.get_request()
         except OSError as exc:
-            self.__accept_error = exc.errno or 0
+            state.accept_error = exc.errno or 0
             return
-        self.__accept_error = 0
+        state.accept_error = 0
         if self.verify_request(request, client_address):
             try:
-                if self.__parked is not None:
-                    self.__parked.park(request, client_address)
+                if state.silent is not None:
+                    state.silent.hold(request, client_address)
                 else:
                     self.process_request(request, client_address)
             except Exception:
@@ -440,71 +447,52 @@ def _is_default(server, name, default):
     return name not in vars(server) and getattr(type(server), name, None) is default
 
 
-class Hooks:
-    """Which of a server's hooks the core must call in Python, decided once per loop.
+def find_hooks(server):
+    """The seam's Hooks for ``server``: which hooks the core must call, found now."""
+    hooks = _seam.Hooks()
 
-    Each attribute is None where the core runs fastserver's default itself, else the bound method
-    to call. ``accept`` is True where the core may accept connections itself (a stream socket of
-    the plain ``socket.socket`` type and the default get_request). ``accepting``, where set, says
-    whether the server can take a request now (ThreadingMixIn with max_threads): while it says no,
-    the loop leaves connections in the backlog and waits to be woken. ``threads_accept`` is True
-    for ThreadingMixIn's own request path on a socket the core accepts on (nothing between
-    accept and process_request_thread overridden, no first_data_timeout): its request threads
-    may accept themselves. ``first_data_timeout`` is the server's where the loop holds
-    connections until they are readable, else None.
-    """
+    def hook(name, *defaults):
+        if any(_is_default(server, name, d) for d in defaults):
+            return None
+        return getattr(server, name)
 
-    __slots__ = ("accept", "accepting", "threads_accept", "first_data_timeout", "get_request",
-                 "handle_noblock", "verify_request", "process_request", "finish_request",
-                 "shutdown_request", "close_request", "service_actions")
-
-    # A core runs these defaults itself; anything else is a bound method.
-    SHUTDOWN_TCP = "shutdown+close"
-    CLOSE_SOCKET = "close"
-
-    def __init__(self, server):
-        def hook(name, *defaults):
-            if any(_is_default(server, name, d) for d in defaults):
-                return None
-            return getattr(server, name)
-
-        self.handle_noblock = hook("_handle_request_noblock", BaseServer._handle_request_noblock)
-        self.get_request = hook("get_request", TCPServer.get_request)
-        sock = getattr(server, "socket", None)
-        self.accept = (self.get_request is None and type(sock) is socket.socket
-                       and sock.type == socket.SOCK_STREAM)
-        if self.get_request is None and not self.accept:
-            self.get_request = server.get_request
-        self.verify_request = hook("verify_request", BaseServer.verify_request)
-        self.process_request = hook("process_request", BaseServer.process_request)
-        if self.process_request is None and server.proxy_protocol:
-            self.process_request = server.process_request  # reads the header in Python
-        self.finish_request = hook("finish_request", BaseServer.finish_request)
-        self.service_actions = hook("service_actions", BaseServer.service_actions)
-        self.accepting = None
-        if getattr(server, "max_threads", None) is not None and hasattr(server, "_accepting"):
-            self.accepting = server._accepting
-        # Only a loop that does its own dispatch (not an overridden _handle_request_noblock)
-        # of stream connections can hold them.
-        self.first_data_timeout = None
-        if self.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM:
-            self.first_data_timeout = server.first_data_timeout
-        self.threads_accept = (
-            self.accept and self.handle_noblock is None and self.verify_request is None
-            and self.service_actions is None and not server.proxy_protocol
-            and self.first_data_timeout is None  # held connections are the loop's to hand out
-            and isinstance(server, ThreadingMixIn)
-            and _is_default(server, "process_request", ThreadingMixIn.process_request)
-            and _is_default(server, "process_request_thread",
-                            ThreadingMixIn.process_request_thread))
-        if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
-            self.shutdown_request = self.SHUTDOWN_TCP
-        else:
-            self.shutdown_request = hook("shutdown_request", BaseServer.shutdown_request,
-                                         UDPServer.shutdown_request)
-        if _is_default(server, "close_request", TCPServer.close_request):
-            self.close_request = self.CLOSE_SOCKET
-        else:
-            self.close_request = hook("close_request", BaseServer.close_request,
-                                      UDPServer.close_request)
-
+    hooks.handle_noblock = hook("_handle_request_noblock", BaseServer._handle_request_noblock)
+    hooks.get_request = hook("get_request", TCPServer.get_request)
+    sock = getattr(server, "socket", None)
+    hooks.accept = (hooks.get_request is None and type(sock) is socket.socket
+                    and sock.type == socket.SOCK_STREAM)
+    if hooks.get_request is None and not hooks.accept:
+        hooks.get_request = server.get_request
+    hooks.verify_request = hook("verify_request", BaseServer.verify_request)
+    hooks.process_request = hook("process_request", BaseServer.process_request)
+    if hooks.process_request is None and server.proxy_protocol:
+        hooks.process_request = server.process_request  # reads the header in Python
+    hooks.finish_request = hook("finish_request", BaseServer.finish_request)
+    hooks.service_actions = hook("service_actions", BaseServer.service_actions)
+    if getattr(server, "max_threads", None) is not None and hasattr(server, "_accepting"):
+        hooks.accepting = server._accepting
+    # Only a loop that does its own dispatch (not an overridden _handle_request_noblock)
+    # of stream connections can hold them.
+    if hooks.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM:
+        hooks.first_data_timeout = server.first_data_timeout
+    hooks.threads_accept = (
+        hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
+        and hooks.service_actions is None and not server.proxy_protocol
+        and hooks.first_data_timeout is None  # held connections are the loop's to hand out
+        and isinstance(server, ThreadingMixIn)
+        and _is_default(server, "process_request", ThreadingMixIn.process_request)
+        and _is_default(server, "process_request_thread",
+                        ThreadingMixIn.process_request_thread))
+    if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
+        hooks.shutdown_request = _seam.SHUTDOWN_TCP
+    else:
+        hooks.shutdown_request = hook("shutdown_request", BaseServer.shutdown_request,
+                                      UDPServer.shutdown_request)
+    if _is_default(server, "close_request", TCPServer.close_request):
+        hooks.close_request = _seam.CLOSE_SOCKET
+    else:
+        hooks.close_request = hook("close_request", BaseServer.close_request,
+                                   UDPServer.close_request)
+    if hooks.threads_accept:
+        hooks.thread_pool = server._thread_pool
+    return hooks

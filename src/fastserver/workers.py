@@ -29,8 +29,9 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Supervisor:
     """The parent's side of ``serve_forever()`` when ``server.workers > 1``."""
 
-    def __init__(self, server, loop, poll_interval):
+    def __init__(self, server, state, loop, poll_interval):
         self.server = server
+        self.state = state  # the server's LoopState (fastserver._seam)
         self.loop = loop
         self.poll_interval = poll_interval
         self.count = int(server.workers)
@@ -44,7 +45,7 @@ class Supervisor:
         try:
             for index in range(self.count):
                 self._spawn(index)
-            while not self.server._BaseServer__shutdown_request:
+            while not self.state.shutdown_request:
                 if self.reload_requested:
                     self.reload_requested = False
                     self._reload()
@@ -62,8 +63,7 @@ class Supervisor:
         saved = {}
 
         def stop(signum, frame):
-            self.server._BaseServer__shutdown_request = True
-            self.loop.wake()
+            self.state.request_shutdown()
 
         def reload(signum, frame):
             self.reload_requested = True
@@ -78,7 +78,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             self.loop.close()  # the parent's; the worker makes its own
-            _run_worker(self.server, index, self.poll_interval)  # never returns
+            _run_worker(self.server, self.state, index, self.poll_interval)  # never returns
         self.workers[pid] = index
 
     def _reload(self):
@@ -142,22 +142,19 @@ def _stop_with_parent():
         return False
 
 
-def _run_worker(server, index, poll_interval):
+def _run_worker(server, state, index, poll_interval):
     """A worker: the ordinary loop on the inherited socket until SIGTERM/SIGINT; then exit."""
     status = 0
     parent = os.getppid()
     try:
         server.worker_id = index
-        server._BaseServer__shutdown_request = False
+        state.shutdown_request = False
         # Every worker wakes for each connection and all but one find none: accept() must not
         # block then. The flag lives in the description the workers share, so it stays set.
         server.socket.setblocking(False)
 
         def stop(signum, frame):
-            server._BaseServer__shutdown_request = True
-            loop = server._BaseServer__loop
-            if loop is not None:
-                loop.wake()
+            state.request_shutdown()
 
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stop)

@@ -1,5 +1,5 @@
 # cython: language_level=3
-# What other compiled modules use of the stream (fastserver._acceptors): request turns.
+# What other compiled modules use of the turns (fastserver._stream, fastserver._acceptors).
 
 cdef void begin_turn() noexcept
 cdef void take_turn() noexcept nogil

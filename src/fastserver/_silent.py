@@ -1,4 +1,4 @@
-"""Connections that wait in the loop, without a thread, for their first bytes.
+"""Silent connections: held in the loop, without a thread, until their first bytes arrive.
 
 With ``first_data_timeout`` set on a stream server, the loop does not hand a connection it has
 accepted (and verify_request() has passed) to process_request() at once: it watches the socket in
@@ -14,8 +14,8 @@ from collections import deque
 from time import monotonic
 
 
-class ParkedConnections:
-    """The connections one loop holds until they are readable.
+class SilentConnections:
+    """The connections one loop holds until they are readable (or time out).
 
     - ``watch(fd)`` / ``unwatch(fd)``: add or remove a descriptor in the loop's poller;
     - ``process(request, client_address)``: what the loop does with a request (process_request);
@@ -37,7 +37,7 @@ class ParkedConnections:
     def __len__(self):
         return len(self._waiting) + len(self.ready)
 
-    def park(self, request, client_address):
+    def hold(self, request, client_address):
         """Watch ``request`` until it is readable; an OSError leaves nothing behind."""
         fd = request.fileno()
         self._watch(fd)
@@ -47,7 +47,7 @@ class ParkedConnections:
     def readable(self, fd):
         """The poller says ``fd`` is readable: queue its connection for processing.
 
-        False when ``fd`` is not a parked connection's."""
+        False when ``fd`` is not a silent connection's."""
         entry = self._waiting.pop(fd, None)
         if entry is None:
             return False

@@ -1,0 +1,31 @@
+"""StreamRequestHandler's rfile and wfile on the pure core: the standard library's own.
+
+The twin of the compiled ``_stream`` (which the compiled core uses instead).
+"""
+
+from io import BufferedIOBase
+
+
+def stream_files(sock, rbufsize, wbufsize):
+    """(rfile, wfile) for StreamRequestHandler, as the stdlib makes them."""
+    rfile = sock.makefile("rb", rbufsize)
+    wfile = SocketWriter(sock) if wbufsize == 0 else sock.makefile("wb", wbufsize)
+    return rfile, wfile
+
+
+class SocketWriter(BufferedIOBase):
+    """Unbuffered wfile: every write() is one sendall(), so data goes out without flush()."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+    def fileno(self):
+        return self._sock.fileno()
