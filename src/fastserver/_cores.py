@@ -33,17 +33,13 @@ class Core:
         return f"{self.name}-{self.loops.POLLER}"
 
 
-def _compiled():
-    """The compiled core, or None where the extension was not built."""
-    try:
-        from . import _core, _proxy, _stream, _turns
-    except ImportError:  # no compiler, or FASTSERVER_NO_EXTENSIONS at build time
-        return None
-    return Core("cython", _core, _stream.stream_files, _proxy.parse, _turns)
-
-
 PURE = Core("python", _core_py, _stream_py.stream_files, _proxy_py.parse, None)
-COMPILED = _compiled()
+try:
+    from . import _core, _proxy, _stream, _turns
+except ImportError:  # not built: no compiler, or FASTSERVER_NO_EXTENSIONS at build time
+    COMPILED = None
+else:
+    COMPILED = Core("cython", _core, _stream.stream_files, _proxy.parse, _turns)
 CORES = {core.name: core for core in (COMPILED, PURE) if core is not None}
 
 #: The core every loop runs on from now on.
