@@ -27,7 +27,8 @@ from posix.unistd cimport close
 
 from fastserver._core cimport Dispatcher, next_backoff_ms, sockaddr_to_python
 from fastserver._turns cimport begin_turn, give_turn, take_turn
-from fastserver._poller cimport fs_accept, sockaddr, sockaddr_storage, socklen_t
+from fastserver.includes.csrc cimport fs_accept
+from fastserver.includes.system cimport sockaddr, sockaddr_storage, socklen_t
 
 import sys
 import threading

@@ -12,58 +12,21 @@ pure-Python twin.
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
-from libc.string cimport memset, strerror, strlen
 from libc.math cimport ceil
+from libc.string cimport memset, strlen
 from posix.unistd cimport close
 
-from fastserver._poller cimport *
+from fastserver.includes.csrc cimport *
+from fastserver.includes.errors cimport (after_failed_wait, monotonic, ms_until, raise_errno,
+                                         raise_oserror)
+from fastserver.includes.system cimport *
 
 import socket as _socket
-from time import monotonic
 
 from fastserver import _policy, _seam
 from fastserver._silent import SilentConnections
 
 POLLER = fs_poller_name.decode()
-
-cdef extern from "<netinet/in.h>" nogil:
-    enum: AF_INET, AF_INET6, AF_UNIX
-    ctypedef unsigned short in_port_t
-    struct in_addr:
-        pass
-    struct in6_addr:
-        pass
-    struct sockaddr_in:
-        in_port_t sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        in_port_t sin6_port
-        unsigned int sin6_flowinfo
-        in6_addr sin6_addr
-        unsigned int sin6_scope_id
-    unsigned short ntohs(unsigned short)
-    unsigned int ntohl(unsigned int)
-
-cdef extern from "<netinet/tcp.h>" nogil:
-    enum: IPPROTO_TCP, TCP_NODELAY
-
-cdef extern from "<sys/socket.h>" nogil:
-    int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
-
-cdef extern from "<sys/un.h>" nogil:
-    struct sockaddr_un:
-        char sun_path[1]
-
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #include <sys/un.h>
-    #define FS_SUN_PATH_OFFSET offsetof(struct sockaddr_un, sun_path)
-    """
-    size_t FS_SUN_PATH_OFFSET
 
 # The policy's tables, in C (fastserver._policy says what they mean), filled at import.
 cdef int ACCEPT_BATCH = _policy.ACCEPT_BATCH
@@ -118,15 +81,6 @@ cdef object acceptors():
         from fastserver import _acceptors as module
         _acceptors = module
     return _acceptors
-
-
-cdef int raise_oserror(int err) except -1:
-    """Raise the OSError subclass the socket module would raise for ``err``."""
-    raise OSError(err, strerror(err).decode())
-
-
-cdef int raise_errno() except -1:
-    return raise_oserror(errno)
 
 
 cdef int timeout_ms(object seconds) except? -2:
@@ -489,21 +443,19 @@ cdef class Loop:
         return 0
 
     cdef int wait(self, fs_event *events, int capacity, int ms) except -1:
-        """Wait without the GIL; a signal runs its Python handler (which may raise) and the wait
-        goes on for what is left of the timeout, as PEP 475 asks."""
+        """Wait without the GIL, up to ``ms`` (-1: until woken); a signal runs its Python handler
+        (which may raise) and the wait goes on for what is left of the timeout (PEP 475)."""
         cdef int n, err
-        deadline = monotonic() + ms / 1000.0 if ms > 0 else None
+        cdef double deadline = monotonic() + ms / 1000.0 if ms > 0 else 0.0
         while True:
             with nogil:
                 n = fs_poller_wait(self.poller, events, capacity, ms)
                 err = errno
             if n >= 0:
                 return n
-            if err != EINTR:
-                raise_oserror(err)
-            PyErr_CheckSignals()
-            if deadline is not None:
-                ms = timeout_ms(max(deadline - monotonic(), 0.0))
+            after_failed_wait(err)
+            if ms > 0:
+                ms = ms_until(deadline)
 
 
 def handle_request(server, hooks):
@@ -542,7 +494,5 @@ cdef bint wait_readable(int fd, int ms) except -1:
         err = errno
     if ready >= 0:
         return ready
-    if err != EINTR:
-        raise_oserror(err)
-    PyErr_CheckSignals()
+    after_failed_wait(err)
     return False

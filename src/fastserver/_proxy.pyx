@@ -11,6 +11,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport uint32_t
 from libc.string cimport memcmp
 
+from fastserver.includes.system cimport AF_INET, AF_INET6, inet_ntop
+
 import socket as _socket
 from os import fsdecode as _fsdecode
 
@@ -34,13 +36,6 @@ from fastserver._proxy_py import (
 )
 
 __all__ = ["ProxyError", "ProxyHeader", "parse", "DEFAULT_MAX_LENGTH", "MAX_LENGTH"]
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    enum: AF_INET, AF_INET6
-
-cdef extern from "<arpa/inet.h>" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
 cdef const char *V1_PREFIX = b"PROXY "
 cdef const char *V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"

@@ -33,9 +33,7 @@ from cpython.pythread cimport (
 )
 from cpython.ref cimport Py_XDECREF
 from libc.errno cimport EAGAIN, EBADF, EINTR, errno
-from libc.math cimport ceil
 from libc.string cimport memchr, memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import _socket
 import io
@@ -44,23 +42,13 @@ import socket
 
 from fastserver import _stream_py
 from fastserver._turns cimport give_turn, take_turn
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    ctypedef unsigned long nfds_t
-    enum: POLLIN, POLLOUT
-    int poll(pollfd *fds, nfds_t nfds, int timeout)
+from fastserver.includes.csrc cimport FS_SEND_FLAGS
+from fastserver.includes.errors cimport after_failed_wait, monotonic, ms_until, raise_oserror
+from fastserver.includes.system cimport (EWOULDBLOCK, MSG_DONTWAIT, POLLIN, POLLOUT, poll, pollfd,
+                                         recv, send)
 
 cdef extern from *:
     """
-    #include <errno.h>
-    #include <sys/types.h>
-    #include <sys/socket.h>
-    #include "compat.h"
-
     /* Take the reference ``b`` (a bytes object nobody else holds), shrink it to ``n`` bytes and
        return it; NULL with an exception set on failure (``b`` is then freed). */
     static PyObject *fs_bytes_finish(PyObject *b, Py_ssize_t n) {
@@ -69,9 +57,6 @@ cdef extern from *:
         return b;
     }
     """
-    int FS_SEND_FLAGS, MSG_DONTWAIT, EWOULDBLOCK
-    ssize_t recv(int fd, void *buf, size_t length, int flags) nogil
-    ssize_t send(int fd, const void *buf, size_t length, int flags) nogil
     PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t size) except NULL
     char *bytes_data "PyBytes_AS_STRING"(PyObject *b)
     object fs_bytes_finish(PyObject *b, Py_ssize_t n)
@@ -100,24 +85,12 @@ cdef object _timeout_error = socket.timeout  # TimeoutError since Python 3.10
 cdef object _SocketIO = socket.SocketIO
 cdef object _BufferedWriter = io.BufferedWriter
 cdef object _Unsupported = io.UnsupportedOperation
-cdef object _strerror = os.strerror
 cdef object _pure_stream_files = _stream_py.stream_files
 cdef frozenset _whences = frozenset({0, 1, 2, getattr(os, "SEEK_DATA", 0),
                                      getattr(os, "SEEK_HOLE", 0)})
 
 
 # --- syscalls ---------------------------------------------------------------------------------
-
-cdef inline double monotonic() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return now.tv_sec + now.tv_nsec * 1e-9
-
-
-cdef int raise_oserror(int err) except -1:
-    """Raise what the socket module raises for ``err``: OSError maps it to its subclass."""
-    raise OSError(err, _strerror(err))
-
 
 cdef double deadline_of(object sock) except? -3.0:
     """When a wait on ``sock`` that begins now must end: NEVER (a blocking socket), 0.0 for a
@@ -137,14 +110,12 @@ cdef int wait_for(int fd, short events, double deadline) except -1:
     resumes with the time that is left."""
     cdef pollfd entry
     cdef int ready, ms, err
-    cdef double left
     if fd < 0:
         raise_oserror(EBADF)  # poll() would ignore it and wait out the timeout
     while True:
-        left = deadline - monotonic()
-        if left < 0.0:
+        if deadline < monotonic():
             return 0
-        ms = <int>ceil(left * 1000.0) if left < 1e6 else 1000000000
+        ms = ms_until(deadline)
         entry.fd = fd
         entry.events = events
         entry.revents = 0
@@ -156,9 +127,7 @@ cdef int wait_for(int fd, short events, double deadline) except -1:
         if ready > 0:
             return 1
         if ready < 0:
-            if err != EINTR:
-                raise_oserror(err)
-            PyErr_CheckSignals()
+            after_failed_wait(err)
 
 
 cdef inline ssize_t syscall(int fd, char *data, Py_ssize_t length, bint sending,

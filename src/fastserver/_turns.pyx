@@ -12,16 +12,10 @@ The thread pool calls ``enroll()``, ``begin_request()`` and ``end_request()``; t
 modules cimport ``begin_turn``, ``take_turn`` and ``give_turn`` (``_turns.pxd``).
 """
 
-import sys
+from fastserver.includes.csrc cimport (fs_turn_counts, fs_turn_enroll, fs_turn_give, fs_turn_stats,
+                                       fs_turn_take, fs_turn_wanted)
 
-cdef extern from "turn.h" nogil:
-    struct fs_turn_stats:
-        unsigned long long taken, waited, stolen
-    void fs_turn_enroll(int enrolled, long patience_us)
-    void fs_turn_give()
-    void fs_turn_take()
-    int fs_turn_wanted()
-    void fs_turn_counts(fs_turn_stats *stats)
+import sys
 
 
 def enroll(bint enrolled):

@@ -1,14 +1,11 @@
 # cython: language_level=3
-# The C poller (csrc/poller.h), for the compiled modules.
+# fastserver's own C (csrc/), for the compiled modules: each header declared once, here.
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct sockaddr:
-        pass
-    struct sockaddr_storage:
-        unsigned short ss_family
-    int shutdown(int fd, int how)
-    enum: SHUT_WR
+from fastserver.includes.system cimport sockaddr, socklen_t
+
+cdef extern from "compat.h" nogil:
+    int FS_SEND_FLAGS  # for every send(): MSG_NOSIGNAL where there is one
+    void FS_CPU_RELAX()  # a pause in a spin-wait loop
 
 cdef extern from "poller.h" nogil:
     enum:
@@ -37,3 +34,12 @@ cdef extern from "poller.h" nogil:
     void fs_wakeup_close(int read_fd, int write_fd)
     int fs_accept(int listen_fd, sockaddr *addr, socklen_t *addr_len)
     int fs_set_nonblocking(int fd, int on, int *was_nonblocking)
+
+cdef extern from "turn.h" nogil:
+    struct fs_turn_stats:
+        unsigned long long taken, waited, stolen
+    void fs_turn_enroll(int enrolled, long patience_us)
+    void fs_turn_give()
+    void fs_turn_take()
+    int fs_turn_wanted()
+    void fs_turn_counts(fs_turn_stats *stats)
