@@ -10,6 +10,7 @@ here without a Python call. What it decides is ``fastserver._policy``'s; ``_core
 pure-Python twin.
 """
 
+cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
 from libc.math cimport ceil
@@ -296,9 +297,13 @@ cdef class Dispatcher:
 cdef class Loop:
     """One serve_forever() run: the poller, the wakeup descriptor, and the loop itself."""
 
-    cdef fs_poller *poller
+    cdef fs_poller *poller  # the serve_forever() thread's alone
     cdef int wake_r, wake_w
     cdef bint closed
+    # wake() runs in any thread (shutdown(), a signal handler, a freed request thread) and
+    # close() in the loop's: under this mutex, wake() never writes to a descriptor that close()
+    # freed and the process may have reused.
+    cdef cython.pymutex lock
 
     def __cinit__(self):
         self.wake_r = self.wake_w = -1
@@ -316,12 +321,13 @@ cdef class Loop:
 
     def close(self):
         """Free the poller and the wakeup descriptor; wake() does nothing afterwards."""
-        if self.closed:
-            return
-        self.closed = True
-        fs_wakeup_close(self.wake_r, self.wake_w)
-        fs_poller_free(self.poller)
-        self.poller = NULL
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            fs_wakeup_close(self.wake_r, self.wake_w)
+            fs_poller_free(self.poller)
+            self.poller = NULL
 
     def __enter__(self):
         return self
@@ -330,9 +336,13 @@ cdef class Loop:
         self.close()
 
     def wake(self):
-        """End the current wait at once (shutdown() calls it). Runs with the GIL, as close()."""
-        if not self.closed and fs_wakeup_signal(self.wake_w) < 0:
-            raise_errno()
+        """End the current wait at once (shutdown() calls it); from any thread."""
+        cdef int err = 0
+        with self.lock:
+            if not self.closed and fs_wakeup_signal(self.wake_w) < 0:
+                err = errno
+        if err:
+            raise_oserror(err)
 
     def sleep(self, seconds):
         """Wait until wake() or for ``seconds`` (the workers' supervisor waits so)."""
