@@ -5,9 +5,10 @@ help texts and output, dual-stack binding included); only the loop underneath is
 
     python -m fastserver.http [--bind ADDRESS] [--directory DIR] [--protocol VERSION] [--cgi] [port]
 
-:func:`main` runs the command line: it calls :func:`fastserver.install` first, since the command
-line is ``python -m http.server`` on fastserver, so that whatever the process imports from then on
-is built on fastserver too. :func:`serve` runs a server as the command line does.
+:func:`main` runs the command line. Once it has read its options it calls
+:func:`fastserver.install`, since the command line is ``python -m http.server`` on fastserver:
+whatever the process imports from then on is built on fastserver too. :func:`serve` runs a server
+as the command line does.
 
 Importing this module changes nothing in the process: ``sys.modules["socketserver"]`` (and
 ``http.server``) stay what they were, absent or the stdlib's. The ``http.server`` classes it uses
