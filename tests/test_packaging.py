@@ -72,7 +72,7 @@ def dists(tmp_path_factory):
 
 
 # compiled by python -m fastserver.bench on the user's machine, so shipped as sources
-BENCH_C_SOURCES = ["src/fastserver/_loadgen.c", "src/fastserver/_floor.c"]
+BENCH_C_SOURCES = ["src/fastserver/bench/_loadgen.c", "src/fastserver/bench/_floor.c"]
 
 
 def _sources(pattern):
