@@ -38,12 +38,9 @@ def main():
         sys.exit("py-spy is not installed: pip install py-spy")
     load = bench.LOADS_BY_NUMBER[args.load]
     with tempfile.TemporaryDirectory(prefix="fastserver-profile-") as tmp:
-        docroot = os.path.join(tmp, "www")
-        os.mkdir(docroot)
-        with open(os.path.join(docroot, bench.HTTP_FILE), "wb") as f:
-            f.write(b"x" * bench.HTTP_FILE_SIZE)
+        docroot = bench.make_docroot(tmp)
         loadgen = None if load.client == "wrk" else bench.build_loadgen()
-        server = bench.ServerProcess(load, args.impl, docroot, tmp)
+        server = bench.start_server(load, args.impl, docroot, tmp)
         try:
             warm = bench.Settings(rounds=1, duration=args.seconds, warmup=0.3,
                                   requests=100_000_000)

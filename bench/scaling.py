@@ -23,16 +23,17 @@ CPU per request, summed over all of its processes (each process answers
 and the supervising parent); the clients' CPU; and how the requests spread over the workers (each
 worker counts the requests its handler served).
 
-The server subprocess, its protocol and the measurement (warm-up, server CPU before and after,
-the load generator run) are ``fastserver.bench``'s: this file adds the server script, running
-several load generators at once, and the table. See bench/README.md, "Scaling".
+The server subprocess and its protocol, the measurement (warm-up, server CPU before and after,
+the load generator run), the interleaved rounds and their medians, the settings and the table
+format are ``fastserver.bench``'s: this file adds its server script, running several load
+generators at once, the spread over the workers, and its table. See bench/README.md, "Scaling".
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -315,18 +316,15 @@ class ScalingServer(bench.ServerProcess):
     """One configuration's server subprocess (the parent and its workers)."""
 
     def __init__(self, config, logdir, lifetime):
-        self.impl = config.impl
         self.snapshots = []
-        args = [config.kind, config.impl, str(config.workers), config.share, str(lifetime)]
-        hello = self._start(SCALING_SCRIPT, args,
-                            os.path.join(logdir, f"server-{config.name}.log"))
-        self.pids = sorted({self.proc.pid, *hello["pids"]})  # the parent and its workers
+        argv = bench.python_argv(SCALING_SCRIPT, config.kind, config.impl, str(config.workers),
+                                 config.share, str(lifetime))
+        super().__init__(argv, os.path.join(logdir, f"server-{config.name}.log"), config.impl)
+        self.pids = sorted({self.proc.pid, *self.hello["pids"]})  # the parent and its workers
 
     def cpu(self):
         """fastserver.bench's figures, summed over every process; the snapshot is kept."""
-        self.proc.stdin.write("cpu\n")
-        self.proc.stdin.flush()
-        snap = json.loads(self._line(30.0))
+        snap = json.loads(self.ask("cpu", 30.0))
         self.snapshots.append(snap)
         return snap["user"], snap["system"], snap["switches"]
 
@@ -385,7 +383,7 @@ def run_clients(clients, exe, port, mode, conns, requests, duration):
         "errors": sum(r["errors"] for r in results),
         "elapsed_s": max(r["elapsed_s"] for r in results),
         "rps": sum(r["rps"] for r in results),
-        "lat_us": {"p50": bench._median(p50s), "p99": max(p99s) if p99s else None},
+        "lat_us": {"p50": bench.median(p50s), "p99": max(p99s) if p99s else None},
         "client_cpu_s": sum(r["client_cpu_s"] for r in results),
     }
 
@@ -409,32 +407,25 @@ def run_kind(kind, configs, settings, loadgen, clients, conns, logdir, lifetime,
     """Every round of one kind's configurations, interleaved; per configuration, the rounds and
     their medians."""
     load = bench.Load(0, f"{KINDS[kind]}, a connection per request", kind, "connect", conns)
-    servers = {}
-    rounds = {config: [] for config in configs}
-    try:
-        for config in configs:
-            servers[config] = ScalingServer(config, logdir, lifetime)
-        for number in range(settings.rounds):
-            shift = number % len(configs)
-            for config in configs[shift:] + configs[:shift]:
-                figures = measure(servers[config], load, settings, loadgen, clients)
-                rounds[config].append(figures)
-                log(f"  {kind} round {number + 1} {config.label} workers={config.workers} "
-                    f"{config.share}: {bench._fmt(figures['rps'], 0)} req/s, "
-                    f"{bench._fmt(figures['server_us_per_req'], 1)} us/req, "
-                    f"served {figures['served']}, {figures['errors']} errors")
-    finally:
-        for server in servers.values():
-            server.stop()
+
+    def log_round(number, config, figures):
+        log(f"  {kind} round {number + 1} {config.label} workers={config.workers} "
+            f"{config.share}: {bench.fmt(figures['rps'], 0)} req/s, "
+            f"{bench.fmt(figures['server_us_per_req'], 1)} us/req, "
+            f"served {figures['served']}, {figures['errors']} errors")
+
+    servers, rounds = bench.measure_rounds(
+        configs, lambda config: ScalingServer(config, logdir, lifetime),
+        lambda server: measure(server, load, settings, loadgen, clients), settings.rounds,
+        log_round)
     results = []
     for config in configs:
-        keys = [key for key in rounds[config][0] if key != "served"]
         tracebacks, _ = servers[config].tracebacks()
         results.append({
             "kind": kind, "impl": config.impl, "label": config.label,
             "implementation": servers[config].implementation,
             "workers": config.workers, "share": config.share,
-            "median": {key: bench._median([r[key] for r in rounds[config]]) for key in keys},
+            "median": bench.medians(rounds[config], leave_out=("served",)),
             "rounds": rounds[config],
             "server_tracebacks": tracebacks,
             "worker_restarts": servers[config].restarts(),
@@ -474,20 +465,21 @@ def markdown(report):
             "server CPU µs/req", "server cores busy", "server ctx switches/req",
             "client CPU µs/req", "client cores busy",
             "spread", "shares %", "errors"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for result in report["results"]:
         med = result["median"]
         errors = sum(r["errors"] for r in result["rounds"])
-        lines.append("| " + " | ".join([
+        rows.append([
             f"{KINDS[result['kind']]} ({result['label']})", str(result["workers"]),
-            SHARES[result["share"]], bench._fmt(med["rps"], 0), _x(result["vs_stdlib"]),
+            SHARES[result["share"]], bench.fmt(med["rps"], 0), _x(result["vs_stdlib"]),
             _x(result["vs_one_worker"]) if result["impl"] != "stdlib" else "-",
-            bench._fmt(med["server_us_per_req"], 1), bench._fmt(med["server_busy"], 2),
-            bench._fmt(med["server_switches_per_req"], 2),
-            bench._fmt(med["client_us_per_req"], 1),
-            bench._fmt(med["client_busy"], 2),
+            bench.fmt(med["server_us_per_req"], 1), bench.fmt(med["server_busy"], 2),
+            bench.fmt(med["server_switches_per_req"], 2),
+            bench.fmt(med["client_us_per_req"], 1),
+            bench.fmt(med["client_busy"], 2),
             _x(med["spread"]) if med["spread"] is not None else "-", _shares(result),
-            str(errors)]) + " |")
+            str(errors)])
+    lines = bench.table(head, rows)
     lines += ["", "Medians of interleaved rounds. ÷ stdlib, ÷ 1 worker: req/s over the stdlib's "
                   "req/s and over fastserver's with workers = 1, same server kind. server CPU: "
                   "summed over every process of the server (workers and supervising parent). "
@@ -561,14 +553,7 @@ def parse_args(argv):
     parser.add_argument("--requests", type=int, help="at most this many requests in a run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else STANDARD
-    settings = bench.Settings(
-        rounds=args.rounds if args.rounds is not None else base.rounds,
-        duration=args.duration if args.duration is not None else base.duration,
-        warmup=args.warmup if args.warmup is not None else base.warmup,
-        requests=args.requests if args.requests is not None else base.requests)
-    if settings.rounds < 1 or settings.duration <= 0 or settings.requests < 1:
-        parser.error("--rounds, --duration and --requests must be positive")
+    settings = bench.settings_from(args, QUICK if args.quick else STANDARD, parser)
     if args.max_workers < 1 or args.clients < 1 or args.conns < args.clients:
         parser.error("--max-workers and --clients must be positive, --conns at least --clients")
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
@@ -597,15 +582,13 @@ def main(argv=None):
     started = time.monotonic()
     report = {
         "command": " ".join(["PYTHONPATH=src python bench/scaling.py", *argv]),
-        "settings": settings.__dict__,
+        "settings": dataclasses.asdict(settings),
         "clients": args.clients,
         "conns": args.conns,
         "max_workers": args.max_workers,
         "core": impl,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_before": bench._loadavg(),
+        **bench.machine(),
+        "loadavg_before": bench.loadavg(),
         "results": [],
     }
     with tempfile.TemporaryDirectory(prefix="fastserver-scaling-") as tmp:
@@ -614,7 +597,7 @@ def main(argv=None):
             report["results"] += run_kind(kind, configs[kind], settings, loadgen, args.clients,
                                           args.conns, tmp, lifetime, log)
     report["elapsed_s"] = time.monotonic() - started
-    report["loadavg_after"] = bench._loadavg()
+    report["loadavg_after"] = bench.loadavg()
     report["notes"] = notes_for(report)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -629,10 +612,7 @@ def main(argv=None):
           f"of {settings.duration} s; {report['elapsed_s']:.0f} s in all; load average "
           f"{report['loadavg_before']} before, {report['loadavg_after']} after")
     print()
-    print(markdown(report))
-    for line in report["notes"]:
-        print(f"\nnote: {line}", end="")
-    print()
+    print(bench.with_notes(markdown(report), report["notes"]))
     return 0
 
 

@@ -2,7 +2,13 @@
 #ifndef FASTSERVER_COMPAT_H
 #define FASTSERVER_COMPAT_H
 
-#if defined(__linux__)
+/* FS_PORTABLE (setup.py defines it for FASTSERVER_POLLER=poll) leaves out every platform's own
+   mechanism and builds what remains: poll(2), the pipe wakeup, accept() then fcntl(), and the
+   loop handing connections to request threads. On Linux that compiles and tests the paths macOS
+   and the BSDs run, all but kqueue. */
+#if defined(FS_PORTABLE)
+   /* nothing platform-specific */
+#elif defined(__linux__)
 #  define FS_HAVE_EPOLL 1
 #  define FS_HAVE_EVENTFD 1
 #  define FS_HAVE_ACCEPT4 1

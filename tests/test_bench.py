@@ -152,7 +152,7 @@ def test_floor_servers_answer_every_request_and_report_their_cpu(number, design,
     # the C reference servers do the work of the bench's handlers: a wrong reply (or none) is an
     # error for the load generator, and their CPU figures come from the same protocol
     load = bench.LOADS_BY_NUMBER[number]
-    server = bench.ServerProcess(load, f"c-{design}", str(tmp_path), str(tmp_path))
+    server = bench.start_server(load, f"c-{design}", str(tmp_path), str(tmp_path))
     try:
         before = server.cpu()
         result = bench.run_loadgen(loadgen, server.port, load.client, load.conns, requests=300,

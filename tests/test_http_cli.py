@@ -256,9 +256,7 @@ def test_the_server_runs_on_fastserver(pair, site):
     fast, _ = pair
     check = (
         "import fastserver.http as cli\n"
-        "import http.server, socketserver, fastserver\n"
-        "assert socketserver is fastserver\n"
-        "assert http.server.socketserver is fastserver\n"
+        "import fastserver\n"
         "for cls in (cli.DualStackServer, cli.ThreadingHTTPServer):\n"
         "    assert issubclass(cls, fastserver.TCPServer), cls.__mro__\n"
         "    assert issubclass(cls, fastserver.ThreadingMixIn), cls.__mro__\n"
@@ -375,18 +373,74 @@ def test_cgi(start, open_site):
     assert fetch(server.url("/hello.txt"))[::2] == (200, HELLO)  # still serves files
 
 
-def test_http_server_imported_first_still_gets_fastserver(site):
-    check = (
-        "import warnings, http.server, fastserver\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    import fastserver.http as cli\n"
-        "assert [w.category for w in caught] == [RuntimeWarning], caught\n"
-        "assert http.server.socketserver is not fastserver  # left as it was\n"
-        "assert cli.server is not http.server\n"
-        "assert issubclass(cli.DualStackServer, fastserver.ThreadingMixIn)\n"
-        "assert issubclass(cli.DualStackServer, fastserver.TCPServer)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                          timeout=START_TIMEOUT, env=environment(), cwd=site)
+def run_python(code, cwd):
+    """Run ``python -c code`` in a fresh interpreter (this fastserver on its path); its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=START_TIMEOUT, env=environment(), cwd=cwd)
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+IMPORT_CHANGES_NOTHING = """
+import sys, threading, urllib.request, warnings
+{first}
+socketserver_before = sys.modules.get("socketserver")
+with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    import fastserver, fastserver.http as cli
+assert sys.modules.get("socketserver") is socketserver_before, sys.modules.get("socketserver")
+assert cli.server.socketserver is fastserver
+for cls in (cli.HTTPServer, cli.ThreadingHTTPServer, cli.DualStackServer):
+    assert fastserver.TCPServer in cls.__mro__, cls.__mro__
+for cls in (cli.ThreadingHTTPServer, cli.DualStackServer):
+    assert fastserver.ThreadingMixIn in cls.__mro__, cls.__mro__
+assert fastserver.StreamRequestHandler in cli.SimpleHTTPRequestHandler.__mro__
+import http.server, socketserver  # after fastserver.http: still the stdlib's, unchanged
+assert socketserver is not fastserver and http.server.socketserver is socketserver
+assert cli.server is not http.server
+
+# and the re-exported ThreadingHTTPServer serves (on fastserver's loop)
+class Quiet(cli.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+httpd = cli.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+loop = threading.Thread(target=httpd.serve_forever, daemon=True)
+loop.start()
+try:
+    url = "http://127.0.0.1:%d/hello.txt" % httpd.server_address[1]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        print(response.read().decode(), end="")
+finally:
+    httpd.shutdown()
+    loop.join(10)
+    httpd.server_close()
+"""
+
+
+@pytest.mark.parametrize("first", ["", "import socketserver", "import http.server"],
+                         ids=["nothing-first", "socketserver-first", "http.server-first"])
+def test_import_changes_nothing_and_its_classes_are_fastservers(site, first):
+    # import fastserver.http leaves sys.modules["socketserver"] as it was (absent or the
+    # stdlib's), warns of nothing, and still hands out http.server's classes on fastserver
+    assert run_python(IMPORT_CHANGES_NOTHING.format(first=first), site) == HELLO.decode()
+
+
+def test_main_installs_fastserver(site):
+    # the command line is python -m http.server on fastserver: main() installs it, so that
+    # http.server (and anything else importing socketserver) is built on fastserver from then on
+    check = (
+        "import sys, fastserver, fastserver.http as cli\n"
+        "assert 'socketserver' not in sys.modules\n"
+        "seen = {}\n"
+        "def serve(**options):\n"
+        "    import http.server\n"
+        "    seen.update(socketserver=sys.modules.get('socketserver'),\n"
+        "                http_server=http.server.socketserver, bind=options['bind'])\n"
+        "    return 0\n"
+        "cli.serve = serve  # main() looks serve() up at its call\n"
+        "assert cli.main(['--bind', '127.0.0.1', '0']) == 0\n"
+        "assert seen == {'socketserver': fastserver, 'http_server': fastserver,\n"
+        "                'bind': '127.0.0.1'}, seen\n"
+    )
+    run_python(check, site)

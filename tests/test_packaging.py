@@ -5,12 +5,19 @@ file missing from the sdist breaks the wheel); the wheel is installed into a fre
 environment, where the compiled core must be the one that runs. This is the slowest test (one
 compile, two isolated build environments, one virtual environment): about a minute.
 
-It needs ``build`` (``pip install build``; not part of the ``test`` extra) and a source checkout,
-and it is skipped under ``FASTSERVER_NO_EXTENSIONS`` (the pure-core run of the same suite).
+The same file checks what setup.py records of a build (fastserver/_build.json): the installed
+build's poller against the compiled core's, a build whose compiler fails (``CC=false``) reported
+by ``python -m fastserver``, and a bad ``FASTSERVER_POLLER`` refused. Those builds run ``pip
+wheel`` on a copy of the tree, so that the checkout's own build/ is left alone.
+
+It needs ``build`` (in the ``test`` extra) and a source checkout, and it is skipped under
+``FASTSERVER_NO_EXTENSIONS`` (the pure-core run of the same suite).
 """
 
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -39,14 +46,12 @@ pytestmark = [
     pytest.mark.skipif(_no_extensions(),
                        reason="FASTSERVER_NO_EXTENSIONS is set: the packaging test builds the "
                               "compiled core and runs with the compiled-core run"),
-    pytest.mark.skipif(not _build_available(),
-                       reason="'build' is not installed (pip install build)"),
 ]
 
 
-def _environment(**extra):
+def _environment(*, drop=(), **extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("FASTSERVER_NO_EXTENSIONS", "PYTHONPATH")}
+           if k not in ("FASTSERVER_NO_EXTENSIONS", "PYTHONPATH", *drop)}
     env.update(extra)
     return env
 
@@ -54,6 +59,8 @@ def _environment(**extra):
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory):
     """(sdist path, wheel path), the wheel built from the sdist."""
+    if not _build_available():
+        pytest.fail("'build' is not installed: pip install '.[test]' installs it")
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
                           capture_output=True, text=True, cwd=out, timeout=BUILD_TIMEOUT,
@@ -65,7 +72,7 @@ def dists(tmp_path_factory):
 
 
 # compiled by python -m fastserver.bench on the user's machine, so shipped as sources
-BENCH_C_SOURCES = ["src/fastserver/_loadgen.c", "src/fastserver/_floor.c"]
+BENCH_C_SOURCES = ["src/fastserver/bench/_loadgen.c", "src/fastserver/bench/_floor.c"]
 
 
 def _sources(pattern):
@@ -125,3 +132,102 @@ def test_wheel_installs_and_runs_the_compiled_core(dists, tmp_path):
     done = subprocess.run([python, "-m", "fastserver.http", "--help"], capture_output=True,
                           text=True, cwd=tmp_path, timeout=60, env=env)
     assert done.returncode == 0 and "--directory" in done.stdout, done.stderr
+
+
+# --- what setup.py records of a build ---------------------------------------------------------
+
+# The poller each platform's own build waits on (compat.h); FASTSERVER_POLLER=poll: "poll".
+PLATFORM_POLLER = ("epoll" if sys.platform.startswith("linux") else
+                   "kqueue" if sys.platform == "darwin" or "bsd" in sys.platform else "poll")
+
+
+def _installed_record():
+    import fastserver
+
+    path = pathlib.Path(fastserver.__file__).with_name("_build.json")
+    assert path.is_file(), f"the build wrote no record: {path} is missing"
+    return json.loads(path.read_text())
+
+
+def test_installed_build_reports_the_poller_it_was_built_with():
+    import fastserver
+
+    record = _installed_record()
+    assert not record["failed"], record
+    asked = os.environ.get("FASTSERVER_POLLER")
+    if asked is not None:  # the suite runs on the build it was asked to test
+        assert record["poller"] == (asked or "platform"), record
+    poller = PLATFORM_POLLER if record["poller"] == "platform" else record["poller"]
+    assert fastserver._cores.CORES["cython"].loops.POLLER == poller
+    assert fastserver._use_core("cython") == f"cython-{poller}"
+    import fastserver._acceptors
+
+    # request threads accept for themselves only on Linux's own build (epoll, EPOLLEXCLUSIVE)
+    assert fastserver._acceptors.SUPPORTED == (poller == "epoll")
+
+
+def test_python_m_fastserver_says_when_no_extensions_picked_the_pure_core(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastserver"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60,
+                          env=_environment(FASTSERVER_NO_EXTENSIONS="1"))
+    assert done.returncode == 0, done.stderr
+    first, *notes = done.stdout.splitlines()
+    assert ": python-" in first, done.stdout
+    assert len(notes) == 1 and "FASTSERVER_NO_EXTENSIONS=1 is set" in notes[0], done.stdout
+    assert f"cython-{_installed_record()['poller']}".replace("platform", PLATFORM_POLLER) \
+        in notes[0], done.stdout
+
+
+def _copy_of_the_tree(dest):
+    """What a build reads, without the checkout's build outputs (the generated .c files stay,
+    with their times, so that cythonize need not run again)."""
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "csrc", dest / "csrc")
+    shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns(
+        "*.so", "*.pyd", "_build.json", "__pycache__", "*.egg-info", "*.html"))
+    return dest
+
+
+def _pip_wheel(tree, out, env):
+    return subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                           "--wheel-dir", str(out), str(tree)],
+                          capture_output=True, text=True, cwd=out, timeout=BUILD_TIMEOUT, env=env)
+
+
+def test_a_failed_compile_is_recorded_and_reported(tmp_path):
+    tree = _copy_of_the_tree(tmp_path)
+    out = tmp_path / "wheel"
+    out.mkdir()
+    done = _pip_wheel(tree, out, _environment(drop=("FASTSERVER_REQUIRE_EXTENSIONS",),
+                                              CC="false"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (wheel,) = out.glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as whl:
+        assert not [name for name in whl.namelist() if name.endswith(".so")]
+        whl.extractall(site)
+    record = json.loads((site / "fastserver" / "_build.json").read_text())
+    assert record["built"] == [] and record["compiler"] == "false", record
+    assert "fastserver._core" in record["failed"], record
+    done = subprocess.run([sys.executable, "-m", "fastserver"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, env=_environment(PYTHONPATH=str(site)))
+    assert done.returncode == 0, done.stderr
+    report = done.stdout
+    assert report.startswith("fastserver 0.1.0: python-"), report
+    assert "The compiled core is not installed" in report, report
+    core_line = next(line for line in report.splitlines() if "fastserver._core:" in line)
+    assert "'false'" in core_line and "(compiler: false)" in core_line, report
+    assert "C compiler" in report, report
+
+
+def test_a_bad_poller_fails_the_build(tmp_path):
+    tree = _copy_of_the_tree(tmp_path)
+    out = tmp_path / "wheel"
+    out.mkdir()
+    done = _pip_wheel(tree, out, _environment(drop=("FASTSERVER_REQUIRE_EXTENSIONS",),
+                                              FASTSERVER_POLLER="epol"))
+    assert done.returncode != 0
+    assert "FASTSERVER_POLLER='epol' is not a poller this build knows" in done.stdout + \
+        done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not list(out.glob("*.whl"))

@@ -5,13 +5,20 @@ help texts and output, dual-stack binding included); only the loop underneath is
 
     python -m fastserver.http [--bind ADDRESS] [--directory DIR] [--protocol VERSION] [--cgi] [port]
 
-Importing this module calls :func:`fastserver.install` first, so the ``http.server`` classes it
-uses (and re-exports: ``HTTPServer``, ``ThreadingHTTPServer``, ``SimpleHTTPRequestHandler``, ...)
-are built on fastserver. :func:`main` runs the command line; :func:`serve` runs a server as the
-command line does.
+:func:`main` runs the command line. Once it has read its options it calls
+:func:`fastserver.install`, since the command line is ``python -m http.server`` on fastserver:
+whatever the process imports from then on is built on fastserver too. :func:`serve` runs a server
+as the command line does.
+
+Importing this module changes nothing in the process: ``sys.modules["socketserver"]`` (and
+``http.server``) stay what they were, absent or the stdlib's. The ``http.server`` classes it uses
+and re-exports (``HTTPServer``, ``ThreadingHTTPServer``, ``SimpleHTTPRequestHandler``, ...) come
+from a private copy of ``http.server`` (``server``, below) whose ``socketserver`` is fastserver:
+they run on fastserver whether or not :func:`fastserver.install` is ever called.
 """
 
 import argparse
+import builtins
 import contextlib
 import importlib.util
 import os
@@ -20,21 +27,25 @@ import sys
 
 import fastserver
 
-fastserver.install()
-
-import http.server as _http_server  # noqa: E402  (must come after install())
-
 
 def _http_server_on_fastserver():
-    """``http.server`` with its classes built on fastserver.
+    """A private copy of ``http.server``, its classes built on fastserver.
 
-    Where ``http.server`` was imported (on the standard socketserver) before this module, a
-    private copy of it is loaded instead; ``sys.modules`` is left alone.
+    http.server's own code runs in a module of its own, never entered in ``sys.modules``, with
+    the interpreter's builtins but for ``__import__``: ``import socketserver`` gets fastserver,
+    every other import is passed on. So nothing outside this module changes, whatever was
+    imported before or after. (The copy's builtins are those of the moment it is loaded: a later
+    change to the ``builtins`` module does not reach it.)
     """
-    if _http_server.socketserver is fastserver:
-        return _http_server
+
+    def import_fastserver_as_socketserver(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "socketserver" and level == 0:
+            return fastserver
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
     spec = importlib.util.find_spec("http.server")
     module = importlib.util.module_from_spec(spec)
+    module.__builtins__ = dict(vars(builtins), __import__=import_fastserver_as_socketserver)
     spec.loader.exec_module(module)
     return module
 
@@ -202,6 +213,8 @@ def main(argv=None):
 
     On top of http.server's options: ``--workers N`` and ``--proxy-protocol``; and a socket passed
     by systemd's socket activation (or ``systemd-socket-activate``) is served instead of binding.
+    Once the options are read, it calls :func:`fastserver.install`, as ``python -m http.server``
+    on fastserver would.
     """
     parser = _add_fastserver_options(_parser())
     args = parser.parse_args(argv)
@@ -227,6 +240,7 @@ def main(argv=None):
     listen_socket = systemd_socket()
     if listen_socket is not None and tls:
         parser.error("TLS options cannot be used with a socket passed by systemd")
+    fastserver.install()  # the command line is http.server's, on fastserver: the whole process
     return serve(handler_class=handler, port=args.port, bind=args.bind,
                  protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,
                  workers=args.workers, proxy_protocol=args.proxy_protocol,

@@ -16,9 +16,10 @@
  * bytes), sends that back, shuts the write side down and closes; "echo" sends back whatever
  * arrives until EOF.
  *
- * It speaks the benchmark's server protocol (see SERVER_SCRIPT in bench.py): one JSON line with
- * the port, then on stdin "cpu" is answered with "<user s> <system s> <voluntary switches>
- * <involuntary switches>" from getrusage(RUSAGE_SELF), and "quit" or EOF ends the process.
+ * It speaks the benchmark's server protocol (see server_script.py beside this file): one JSON
+ * line with the port, then on stdin "cpu" is answered with "<user s> <system s> <voluntary
+ * switches> <involuntary switches>" from getrusage(RUSAGE_SELF), and "quit" or EOF ends the
+ * process.
  * Listens on 127.0.0.1 only.
  *
  * Built by `python -m fastserver.bench` with `cc -O2 -pthread`.

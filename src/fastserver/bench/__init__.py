@@ -1,0 +1,70 @@
+"""``python -m fastserver.bench``: fastserver against the stdlib's socketserver, under load.
+
+Each load runs the same server code three ways, each in its own subprocess: on the standard
+library's ``socketserver`` (``stdlib``), on fastserver's compiled core (``cython``) and on its pure
+core (``python``). The client is a small C load generator (``_loadgen.c``, compiled with ``cc -O2``
+into a cache directory on first use) or, for HTTP, ``wrk``. Rounds are interleaved (every round
+measures every implementation, in a rotating order) and the table reports medians over the rounds.
+
+Asked for by name (``--impls ...,c-threads,c-loop``), the socket loads also run on the floor: the
+same servers written in C (``_floor.c``: a thread per connection, and one epoll thread), which say
+what any server of that design costs on the machine, with no interpreter.
+
+Two figures per measurement:
+
+- server CPU per request: the user + system CPU time of the server process (all its threads, as
+  ``getrusage(RUSAGE_SELF)`` counts them, taken by the server itself when the bench asks, just
+  before and just after the client runs), divided by the requests completed;
+- requests per second, as the client counts them.
+
+The client's own CPU time is measured too (``wait4``): a client that uses more CPU than the server
+it loads would make the requests/s figures the client's, and the bench says so.
+
+Usage: ``python -m fastserver.bench [--quick | --full] [--loads 1,2,5] [--json]``; see ``--help``
+and ``bench/README.md``. Linux or another Unix with a C compiler; all traffic is on 127.0.0.1.
+
+The package, a module a job (each imports only those before it):
+
+- ``loads``: the loads, the implementations, a run's settings, ``BenchError``;
+- ``tools``: the C tools (``_loadgen.c``, ``_floor.c``, shipped here), compiled and cached;
+- ``clients``: one run of the load generator or of wrk, with the CPU it used;
+- ``server_script``: the Python servers' script, run as ``python -c``; ``servers``: the server
+  subprocesses and their protocol;
+- ``report``: the markdown tables, the notes, the printed text;
+- ``rounds``: a measured run, interleaved rounds, medians, a whole run's report;
+- ``__main__``: the command line.
+
+The names below are those that bench/scaling.py, bench/profile_load.py and the tests use.
+"""
+
+from .clients import parse_wrk, run_loadgen, run_wrk
+from .loads import (
+    FLOORS,
+    FULL,
+    HOST,
+    HTTP_FILE,
+    HTTP_FILE_SIZE,
+    IMPL_LABELS,
+    IMPLS,
+    LINE_SIZE,
+    LOADS,
+    LOADS_BY_NUMBER,
+    QUICK,
+    BenchError,
+    Load,
+    Settings,
+    settings_from,
+)
+from .report import fmt, markdown, table, warnings_for, with_notes
+from .rounds import loadavg, machine, measure, measure_rounds, median, medians, run_load
+from .servers import ServerProcess, make_docroot, python_argv, start_server
+from .tools import build_floor, build_loadgen, cache_dir, compiler
+
+__all__ = [
+    "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS", "IMPL_LABELS",
+    "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "QUICK", "ServerProcess", "Settings",
+    "build_floor", "build_loadgen", "cache_dir", "compiler", "fmt", "loadavg", "machine",
+    "make_docroot", "markdown", "measure", "measure_rounds", "median", "medians", "parse_wrk",
+    "python_argv", "run_load", "run_loadgen", "run_wrk", "settings_from", "start_server",
+    "table", "warnings_for", "with_notes",
+]

@@ -1,0 +1,109 @@
+"""The clients: one run of the C load generator or of ``wrk``, with the CPU time it used.
+
+A run's result is a dict in the load generator's JSON shape (``requests``, ``errors``,
+``elapsed_s``, ``rps``, ``lat_us`` percentiles), with ``client_cpu_s`` added: the client's user +
+system time, from ``wait4``.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+from .loads import HOST, HTTP_FILE, LINE_SIZE, BenchError
+
+
+def run_measured(argv, timeout):
+    """Run argv; return (its stdout and stderr, CPU seconds it used, wall seconds)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, close_fds=True)
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        output = proc.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+        proc.stdout.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise BenchError(f"{os.path.basename(argv[0])} exited with {proc.returncode}:\n{output}")
+    return output, usage.ru_utime + usage.ru_stime, time.monotonic() - started
+
+
+def run_loadgen(exe, port, mode, conns, requests, duration):
+    """One run of the C load generator; its JSON result, with the CPU it used as client_cpu_s."""
+    argv = [exe, "--host", HOST, "--port", str(port), "--mode", mode, "--conns", str(conns),
+            "--requests", str(requests), "--duration", str(duration), "--size", str(LINE_SIZE),
+            "--grace", "2"]
+    if mode == "connect":
+        argv += ["--expect", str(LINE_SIZE)]
+    output, cpu, _ = run_measured(argv, duration + 30)
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"no result from the load generator:\n{output}")
+    result = json.loads(lines[-1])
+    result["client_cpu_s"] = cpu
+    return result
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text):
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise BenchError(f"wrk: cannot read the time {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_wrk(output):
+    """The figures of a ``wrk --latency`` report, in the load generator's JSON shape."""
+    done = re.search(r"(\d+) requests in ([\d.]+\w+)", output)
+    if not done:
+        raise BenchError(f"wrk: no result in its output:\n{output}")
+    requests, elapsed = int(done[1]), _seconds(done[2])
+    latency = {}
+    for pct, key in (("50", "p50"), ("90", "p90"), ("99", "p99")):
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", output, re.MULTILINE)
+        latency[key] = _seconds(match[1]) * 1e6 if match else None
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", output)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    bad_status = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if bad_status:
+        errors += int(bad_status[1])
+    return {"mode": "wrk", "requests": requests, "errors": errors, "elapsed_s": elapsed,
+            "rps": requests / elapsed if elapsed else 0.0, "lat_us": latency}
+
+
+def run_wrk(port, conns, duration, close):
+    """One run of wrk (one thread, ``conns`` connections) on the HTTP loads' file."""
+    argv = [shutil.which("wrk") or "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s",
+            "--latency"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://{HOST}:{port}/{HTTP_FILE}")
+    output, cpu, _ = run_measured(argv, duration + 30)
+    result = parse_wrk(output)
+    result["client_cpu_s"] = cpu
+    return result
+
+
+def warm_http(port, requests=20):
+    """A few requests on one connection: the HTTP loads' warm-up."""
+    import http.client
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        for _ in range(requests):
+            conn.request("GET", f"/{HTTP_FILE}")
+            conn.getresponse().read()
+    finally:
+        conn.close()

@@ -1,0 +1,69 @@
+"""What the bench measures: the loads, the implementations they run on, and a run's settings."""
+
+import dataclasses
+from dataclasses import dataclass
+
+#: The Python implementations, run by default: the stdlib's socketserver, fastserver's cores.
+IMPLS = ("stdlib", "cython", "python")
+#: The floor (_floor.c): the socket loads' servers written in C, for reference; asked for by name.
+FLOORS = ("c-threads", "c-loop")
+IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure",
+               "c-threads": "C, a thread per connection", "c-loop": "C, one epoll thread"}
+HOST = "127.0.0.1"
+HTTP_FILE = "small.txt"
+HTTP_FILE_SIZE = 1024
+LINE_SIZE = 64  # bytes of each request (a line, in the echo mode)
+
+
+class BenchError(RuntimeError):
+    """The bench cannot go on (no compiler, a server that does not answer, a client that failed);
+    the command line prints the message and exits with status 1."""
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load: a server (a kind of the server script) and the client that drives it."""
+
+    number: int
+    title: str
+    server: str  # the server script's kind
+    client: str  # "connect" or "echo" (the C load generator), or "wrk"
+    conns: int = 8
+    close: bool = False  # wrk: "Connection: close" on every request
+
+
+LOADS = (
+    Load(1, "ThreadingTCPServer, a connection per request", "threading-oneshot", "connect"),
+    Load(2, "ThreadingTCPServer, echo, 8 persistent connections", "threading-echo", "echo"),
+    Load(3, "ThreadingTCPServer, echo, 256 persistent connections", "threading-echo", "echo", 256),
+    Load(4, "TCPServer, a connection per request", "single-oneshot", "connect"),
+    Load(5, "ThreadingHTTPServer, small file, keep-alive (wrk)", "http", "wrk"),
+    Load(6, "ThreadingHTTPServer, small file, Connection: close (wrk)", "http", "wrk", close=True),
+    Load(7, "as 5, the handler sets disable_nagle_algorithm", "http-nodelay", "wrk"),
+)
+LOADS_BY_NUMBER = {load.number: load for load in LOADS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long a run measures each server, and how often."""
+
+    rounds: int
+    duration: float  # seconds of each measured run
+    warmup: float  # seconds of the unmeasured run before each measured one (load generator)
+    requests: int  # at most this many requests in a run (the C load generator)
+
+
+QUICK = Settings(rounds=3, duration=0.7, warmup=0.1, requests=10_000_000)
+FULL = Settings(rounds=5, duration=3.0, warmup=0.5, requests=50_000_000)
+
+
+def settings_from(args, base, parser):
+    """``base`` with the figures given on the command line (``args.rounds``, ``.duration``,
+    ``.warmup``, ``.requests``; None: not given) in place of its own; ``parser.error()`` if one
+    is not positive."""
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    settings = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    if settings.rounds < 1 or settings.duration <= 0 or settings.requests < 1:
+        parser.error("--rounds, --duration and --requests must be positive")
+    return settings

@@ -1,0 +1,109 @@
+"""The server subprocess of ``python -m fastserver.bench``: one load's server on one implementation.
+
+The bench runs this file's source as ``python -c <source> KIND IMPL DOCROOT`` (see
+``servers.start_server``), so that the stdlib's server imports nothing of fastserver's; importing
+it runs nothing. KIND is a load's server kind, IMPL ``stdlib``, ``cython`` or ``python``, DOCROOT
+the HTTP loads' directory.
+
+The protocol, which the C servers of ``_floor.c`` and bench/scaling.py's server speak too: a hello
+line, JSON ``{"port": ..., "implementation": ..., "streams": ...}``; then on stdin ``cpu`` is
+answered with "<user seconds> <system seconds> <voluntary context switches> <involuntary ones>"
+of the whole process (getrusage counts every thread, the finished ones too), and ``quit`` or EOF
+ends it.
+"""
+
+import json
+import os
+import resource
+import sys
+import threading
+
+
+def make_server(kind, impl, docroot):
+    """(the server, its implementation's name, the module of its stream files)."""
+    if impl == "stdlib":
+        import socketserver
+    else:
+        import fastserver
+
+        fastserver._use_core(impl)
+        if kind.startswith("http"):
+            fastserver.install()
+        socketserver = fastserver
+
+    if kind.startswith("http"):
+        import functools
+        import http.server
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = kind == "http-nodelay"
+
+            def end_headers(self):
+                # say that the connection closes when it does (http.server does not), so that the
+                # client opens a new one instead of writing its next request into a closing socket
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                super().end_headers()
+
+            def log_message(self, format, *args):
+                pass  # a log line per request is not what is measured
+
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 1024
+
+        server = Server(("127.0.0.1", 0), functools.partial(Handler, directory=docroot))
+    else:
+        if kind.endswith("oneshot"):
+            class Handler(socketserver.BaseRequestHandler):
+                def handle(self):
+                    data = self.request.recv(1024)
+                    self.request.sendall(data)
+        else:
+            class Handler(socketserver.StreamRequestHandler):
+                def handle(self):
+                    for line in self.rfile:
+                        self.wfile.write(line)
+
+        if kind.startswith("threading"):
+            base = socketserver.ThreadingTCPServer
+        else:
+            base = socketserver.TCPServer
+
+        class Server(base):
+            allow_reuse_address = True
+            request_queue_size = 1024  # the default 5 drops connections under a burst: SYN retries
+
+        server = Server(("127.0.0.1", 0), Handler)
+
+    if impl == "stdlib":
+        return server, "stdlib", "socket.makefile"
+    # compiled or pure rfile/wfile
+    return server, fastserver.IMPLEMENTATION, fastserver._cores.active.stream_files.__module__
+
+
+def answer(server):
+    """Answer the bench on stdin until "quit" or EOF; then shut the server down."""
+    for line in sys.stdin:
+        if line.strip() == "cpu":
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            print(f"{usage.ru_utime!r} {usage.ru_stime!r} {usage.ru_nvcsw} {usage.ru_nivcsw}",
+                  flush=True)
+        elif line.strip() == "quit":
+            break
+    server.shutdown()
+
+
+def main(kind, impl, docroot):
+    server, implementation, streams = make_server(kind, impl, docroot)
+    print(json.dumps({"port": server.server_address[1], "implementation": implementation,
+                      "streams": streams}), flush=True)
+    threading.Thread(target=answer, args=(server,), daemon=True).start()
+    server.serve_forever()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # a connection left open (it should not be) must not hold the exit up
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,132 @@
+"""The servers under load: subprocesses that speak the bench's protocol on stdin and stdout.
+
+The protocol (written out in ``server_script.py``, the Python servers' script): the server prints a
+hello line (JSON, with its port), then answers each ``cpu`` line on its stdin with its
+``getrusage(RUSAGE_SELF)`` figures; ``quit`` or EOF stops it.
+"""
+
+import json
+import os
+import select
+import subprocess
+import sys
+from importlib import resources
+
+from .loads import FLOORS, HTTP_FILE, HTTP_FILE_SIZE, BenchError
+from .tools import build_floor
+
+START_TIMEOUT = 30.0  # seconds for a server's hello line: a cold interpreter on a busy machine
+
+
+def python_argv(source, *args):
+    """The command line that runs Python source text as a server: ``python -c source *args``."""
+    return [sys.executable, "-c", source, *args]
+
+
+def _package_parent():
+    import fastserver
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(fastserver.__file__)))
+
+
+class ServerProcess:
+    """One server subprocess (``argv``, its stderr to ``log_path``), once it has said hello.
+
+    ``name`` says which in error messages. The server imports this fastserver (its directory
+    comes first on PYTHONPATH), whatever FASTSERVER_NO_EXTENSIONS says here: a server script
+    picks its core itself. bench/scaling.py's server subclasses it.
+    """
+
+    def __init__(self, argv, log_path, name):
+        self.name = name
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_package_parent(), env.get("PYTHONPATH", "")) if p)
+        env.pop("FASTSERVER_NO_EXTENSIONS", None)
+        self.log_path = log_path
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
+            text=True, bufsize=1, close_fds=True)
+        #: the hello line, decoded: port, implementation, streams (and what a script adds)
+        self.hello = json.loads(self._line(START_TIMEOUT))
+        self.port = self.hello["port"]
+        self.implementation = self.hello["implementation"]
+        self.streams = self.hello.get("streams")
+
+    def _line(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            raise BenchError(f"the {self.name} server did not answer; its log:\n"
+                             f"{self.log_tail()}")
+        return line
+
+    def ask(self, command, timeout=10.0):
+        """Send one command line; the server's answer (a line)."""
+        self.proc.stdin.write(f"{command}\n")
+        self.proc.stdin.flush()
+        return self._line(timeout)
+
+    def cpu(self):
+        """(user seconds, system seconds, context switches) of the whole server process so far."""
+        user, system, voluntary, involuntary = self.ask("cpu").split()
+        return float(user), float(system), int(voluntary) + int(involuntary)
+
+    def log_tail(self, lines=20):
+        try:
+            with open(self.log_path, errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def tracebacks(self):
+        """(tracebacks in the server's stderr, those of them about a client that went away)."""
+        try:
+            with open(self.log_path, errors="replace") as log:
+                text = log.read()
+        except OSError:
+            return 0, 0
+        gone = sum(text.count(f"{name}: ") for name in ("BrokenPipeError", "ConnectionResetError"))
+        return text.count("Traceback (most recent call last)"), gone
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        self._log.close()
+
+
+def start_server(load, impl, docroot, logdir):
+    """A load's server on ``impl``: server_script.py in Python, or a floor's C server."""
+    log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+    if impl in FLOORS:
+        argv = [build_floor(), load.server, impl[len("c-"):]]
+    else:
+        source = resources.files(__package__).joinpath("server_script.py").read_text("utf-8")
+        argv = python_argv(source, load.server, impl, docroot)
+    return ServerProcess(argv, log_path, impl)
+
+
+def make_docroot(parent):
+    """A directory ``www`` in ``parent`` holding the HTTP loads' file; its path."""
+    docroot = os.path.join(parent, "www")
+    os.mkdir(docroot)
+    with open(os.path.join(docroot, HTTP_FILE), "wb") as f:
+        f.write((b"fastserver benchmark file\n" * 64)[:HTTP_FILE_SIZE])
+    return docroot
