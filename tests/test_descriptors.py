@@ -7,6 +7,7 @@ on a lock (fastserver._acceptors). The stdlib's own figures, taken the same way 
 session, are the reference.
 """
 
+import gc
 import json
 import os
 import resource
@@ -29,7 +30,14 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /
 
 
 def open_fds():
-    return len(os.listdir("/proc/self/fd"))
+    """This process's descriptors, as (number, what it is) pairs."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:
+            pass  # the directory's own descriptor, or one closed meanwhile
+    return found
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,8 +56,9 @@ def enough_descriptors():
 
 def burst(module, settled):
     """Serve CONCURRENT requests at once on ``module``'s ThreadingTCPServer, each held by its
-    handler until all have started. Returns the descriptors this process holds beyond those it
-    held before the server existed: at the peak, and once every reply is read and every client
+    handler until all have started. Returns how many descriptors this process holds that it did
+    not hold before the server existed (those that earlier tests leave behind may close
+    meanwhile: they do not count): at the peak, and once every reply is read and every client
     closed (as soon as no more than ``settled`` remain, or 2 s later; the threads are idle then,
     they retire after 5 s)."""
     lock = threading.Lock()
@@ -67,7 +76,12 @@ def burst(module, settled):
         daemon_threads = True
         request_queue_size = 2 * CONCURRENT  # every client connects at once, none is refused
 
+    gc.collect()  # sockets that earlier tests dropped
     base = open_fds()
+
+    def new_fds():
+        return len(open_fds() - base)
+
     server = Server(("127.0.0.1", 0), Handler)
     loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                             name="serve_forever", daemon=True)
@@ -79,14 +93,14 @@ def burst(module, settled):
             clients.append(client)
             client.sendall(b"x")
         assert wait_until(lambda: running[0] == CONCURRENT, timeout=3 * TIMEOUT)
-        peak = open_fds() - base
+        peak = new_fds()
         release.set()
         for client in clients:
             assert client.recv(16) == b"ok"
             client.close()
         clients.clear()
-        wait_until(lambda: open_fds() - base <= settled, timeout=2)
-        after = open_fds() - base
+        wait_until(lambda: new_fds() <= settled, timeout=2)
+        after = new_fds()
     finally:
         release.set()
         for client in clients:
