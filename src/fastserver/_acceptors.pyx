@@ -105,7 +105,7 @@ cdef class Worker:
     """One request thread, and the lock it parks on."""
 
     cdef Parking parking
-    cdef int slot  # while it waits: a slot's index, NO_SLOT or PARKED (under the mutex)
+    cdef int slot  # while it waits: a slot's index, NO_SLOT or PARKED (set by its thread, locked)
     cdef bint daemon, busy
     cdef bint spawn  # the connection just taken left nobody waiting: start a thread first
     cdef bint waited  # the last take() found no connection queued and waited
