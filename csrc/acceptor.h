@@ -1,7 +1,8 @@
-/* Request threads that accept their own connections (fastserver._acceptors): one epoll instance
-   per thread on the shared listener, and a stop descriptor that wakes them all. Where the
-   platform lacks them (compat.h: FS_HAVE_ACCEPTORS), every call fails with ENOSYS and
-   fs_acceptors_supported is 0: the loop then hands connections to threads itself. */
+/* Request threads that accept their own connections (fastserver._acceptors): an epoll instance
+   per waiting slot (a few, whatever the number of threads) on the shared listener, and a stop
+   descriptor that wakes them all. Where the platform lacks them (compat.h: FS_HAVE_ACCEPTORS),
+   every call fails with ENOSYS and fs_acceptors_supported is 0: the loop then hands connections
+   to threads itself. */
 #ifndef FASTSERVER_ACCEPTOR_H
 #define FASTSERVER_ACCEPTOR_H
 
@@ -9,8 +10,9 @@
 
 extern const int fs_acceptors_supported;
 
-/* An epoll instance for one thread: the listener (EPOLLEXCLUSIVE: one waiter woken per
-   connection among all the threads' instances) and the stop descriptor (every one). */
+/* An epoll instance for one waiting slot (one thread waits in it at a time): the listener
+   (EPOLLEXCLUSIVE: one waiter woken per connection among all the slots' instances, of every
+   process sharing the socket) and the stop descriptor (every one). */
 int fs_acceptor_epoll(int listen_fd, int stop_fd);
 /* Move this instance to the back of the listener's queue of waiters. The kernel wakes the
    first instance in that queue with a thread waiting, so without this one process that always

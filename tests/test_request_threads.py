@@ -240,3 +240,34 @@ def test_idle_threads_retire_after_a_burst(fast, monkeypatch):
             for client in clients:
                 client.close()
         assert wait_until(lambda: len(server._threads) <= 1)  # one waits on, at most
+
+
+def test_parked_threads_serve_the_next_burst_and_stop_at_once(fast):
+    """More threads idle than wait on the listener (fastserver._acceptors.SLOTS): the others
+    park. The next burst wakes them (one thread per concurrent request, no new ones), and
+    server_close() ends every one of them at once, not after IDLE_SECONDS."""
+    count = 40
+    together = threading.Barrier(count, timeout=TIMEOUT)
+
+    def respond(handler, data):
+        together.wait()  # all of a burst run at once, or none replies
+        return data
+
+    before = set(threading.enumerate())
+    server = threaded(fast, respond, request_queue_size=2 * count)  # no connection refused
+    with serving(server, close=False):
+        for _ in range(2):
+            clients = [client_for(server) for _ in range(count)]
+            try:
+                for i, client in enumerate(clients):
+                    send(client, server, b"%d" % i)
+                for i, client in enumerate(clients):
+                    assert receive(client, server) == b"%d" % i
+            finally:
+                for client in clients:
+                    client.close()
+        assert len(server._threads) <= count * 3 // 2  # the first burst's threads, reused
+    started = time.monotonic()
+    server.server_close()  # block_on_close: joins every thread
+    assert time.monotonic() - started < 2.0 < fastserver._pool.IDLE_SECONDS
+    assert wait_until(lambda: set(threading.enumerate()) <= before, timeout=2)

@@ -4,9 +4,11 @@ from typing import Any
 
 SUPPORTED: bool
 """Whether this platform has them (Linux: epoll with EPOLLEXCLUSIVE)."""
+SLOTS: int
+"""How many idle request threads at most wait on the listener, each in an epoll instance."""
 
 class Worker:
-    """Internal: one request thread and its epoll instance."""
+    """Internal: one request thread, and the lock it parks on."""
 
 class Acceptors:
     """The request threads of one serve_forever(): start() them, stop() them when it returns."""

@@ -4,23 +4,32 @@
 Handing each connection from the loop thread to a request thread costs more CPU than a small
 request: the loop wakes and takes the GIL to accept, wakes a worker, and the worker then waits for
 the GIL that the loop holds until it sleeps again. Here the idle request threads wait on the
-listening socket themselves, without the GIL, each in an epoll instance of its own registered
-with EPOLLEXCLUSIVE, so that the kernel wakes one of them per connection. That thread accepts,
-takes the GIL, runs the request, and then tries to accept the next one before it sleeps again.
-The serve_forever() thread only waits for shutdown().
+listening socket themselves, without the GIL, so that the kernel wakes one of them per
+connection. That thread accepts, takes the GIL, runs the request, and then tries to accept the
+next one before it sleeps again. The serve_forever() thread only waits for shutdown().
+
+A thread waits on the listener in one of a few waiting slots (``SLOTS``), each an epoll instance
+registered with EPOLLEXCLUSIVE: the kernel wakes one slot's thread per connection. Idle threads
+beyond those park without a descriptor, on a lock of their own, and the most recently parked one
+is woken to take a slot when a thread takes the last waiter's place. A thread that ends a request
+takes a free slot itself before it parks, so that the usual path wakes nobody but the one thread
+the connection needs. The request threads of one serve_forever() thus hold ``SLOTS`` epoll
+instances and one eventfd at most, whatever their number, where the stdlib's hold none.
 
 What the standard library promises is kept: one thread per concurrent request (a thread that
-takes a connection while no other waits starts one first, so that the next connection never
-waits for a request to end), no cap unless ``max_threads`` (then, while that many requests run,
-nobody accepts and connections wait in the kernel's backlog), ``daemon_threads``, handle_error()
-called in the request's thread, an exception that escapes a request going to
+takes a connection while no other waits wakes or starts one first, so that the next connection
+never waits for a request to end), no cap unless ``max_threads`` (then, while that many requests
+run, nobody accepts and connections wait in the kernel's backlog), ``daemon_threads``,
+handle_error() called in the request's thread, an exception that escapes a request going to
 ``threading.excepthook``. ``Acceptors.join()`` / ``close()`` serve ThreadingMixIn.server_close().
+Idle threads retire after ``_pool.IDLE_SECONDS`` (the last one waiting stays), and stop() wakes
+every waiting and parked thread at once.
 """
 
 cimport cython
 from cpython.pythread cimport (
-    NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
-    PyThread_release_lock, PyThread_type_lock,
+    NOWAIT_LOCK, PY_LOCK_ACQUIRED, WAIT_LOCK, PyLockStatus, PyThread_acquire_lock,
+    PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
 )
 from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
 from posix.unistd cimport close
@@ -45,6 +54,11 @@ cdef extern from "acceptor.h" nogil:
     int fs_stop_wait(int fd, int timeout_ms)
     void FS_CPU_RELAX()
 
+cdef extern from "pythread.h" nogil:
+    ctypedef long long PY_TIMEOUT_T
+    PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, PY_TIMEOUT_T microseconds,
+                                             int intr_flag)
+
 
 cdef bint lock_try_spinning(PyThread_type_lock lock) noexcept nogil:
     """Take ``lock`` if it frees within a short spin. It is held for a few instructions or one
@@ -59,27 +73,56 @@ cdef bint lock_try_spinning(PyThread_type_lock lock) noexcept nogil:
 SUPPORTED = bool(fs_acceptors_supported)
 """Whether this platform has them (Linux: epoll with EPOLLEXCLUSIVE)."""
 
-# take()'s results besides a descriptor
 cdef enum:
+    # take()'s result besides a descriptor
     EXIT = -1  # stopped, or retired after IDLE_MS
+    # At most this many idle threads wait on the listener, each in its slot's epoll instance.
+    # More than the requests that usually begin at the same moment (a thread that takes the last
+    # waiter's place wakes a parked one), few enough to cost nothing beside the connections.
+    SLOT_COUNT = 8
+    # Worker.slot, besides a slot's index
+    NO_SLOT = -1  # not waiting, or waiting on the listener without a slot (no descriptor left)
+    PARKED = -2  # in Acceptors.parked
+    # Parking.state
+    IDLE = 0  # parked, and nobody has released its lock
+    PROMOTED = 1  # taken out by a thread that left nobody waiting: look for a connection
+    RELEASED = 2  # taken out by stop(): exit
+
+SLOTS = SLOT_COUNT
+"""How many idle request threads at most wait on the listener, each in an epoll instance: all
+the descriptors (but one eventfd) that the request threads of one serve_forever() hold."""
+
+
+cdef struct Parking:
+    # A thread's place in Acceptors.parked: its links and state under Acceptors.mutex.
+    PyThread_type_lock wake  # held but from a release (promote or stop) to the thread's acquire
+    Parking *newer
+    Parking *older
+    int state
 
 
 @cython.final
 cdef class Worker:
-    """One request thread and its epoll instance."""
+    """One request thread, and the lock it parks on."""
 
-    cdef int epfd
+    cdef Parking parking
+    cdef int slot  # while it waits: a slot's index, NO_SLOT or PARKED (set by its thread, locked)
     cdef bint daemon, busy
     cdef bint spawn  # the connection just taken left nobody waiting: start a thread first
     cdef bint waited  # the last take() found no connection queued and waited
     cdef object thread
 
     def __cinit__(self):
-        self.epfd = -1
+        self.slot = NO_SLOT
+        self.parking.wake = PyThread_allocate_lock()
+        if self.parking.wake == NULL:
+            raise MemoryError()
+        PyThread_acquire_lock(self.parking.wake, NOWAIT_LOCK)
 
     def __dealloc__(self):
-        if self.epfd >= 0:
-            close(self.epfd)
+        if self.parking.wake != NULL:
+            PyThread_release_lock(self.parking.wake)
+            PyThread_free_lock(self.parking.wake)
 
 
 @cython.final
@@ -98,14 +141,20 @@ cdef class Acceptors:
     cdef PyThread_type_lock mutex
     cdef bint stopped
     cdef int alive  # threads started and not exited
-    cdef int waiting  # threads waiting for a connection
-    cdef int starting  # threads started that have not looked for a connection yet
+    cdef int waiting  # threads waiting on the listener (in a slot, or backing off without one)
+    cdef int starting  # threads started or promoted that have not looked for a connection yet
+    cdef int slot_fds[SLOT_COUNT]  # each slot's epoll instance, made when first needed (or -1)
+    cdef bint slot_taken[SLOT_COUNT]  # a thread waits in it: only that thread uses its instance
+    cdef Parking *parked  # idle threads without a slot, the most recently parked first
     # Under the GIL:
     cdef set workers
     cdef object __weakref__
 
     def __cinit__(self, server, Dispatcher dispatcher):
+        cdef int slot
         self.stop_fd = -1
+        for slot in range(SLOT_COUNT):
+            self.slot_fds[slot] = -1
         self.mutex = PyThread_allocate_lock()
         if self.mutex == NULL:
             raise MemoryError()
@@ -123,6 +172,10 @@ cdef class Acceptors:
             raise OSError(errno, "eventfd")
 
     def __dealloc__(self):
+        cdef int slot
+        for slot in range(SLOT_COUNT):
+            if self.slot_fds[slot] >= 0:
+                close(self.slot_fds[slot])
         if self.stop_fd >= 0:
             close(self.stop_fd)
         if self.mutex != NULL:
@@ -143,12 +196,23 @@ cdef class Acceptors:
         self.spawn()
 
     def stop(self):
-        """Accept no more: waiting threads exit now, busy ones when their request ends. Once this
-        returns no thread accepts a connection (they accept with the mutex held)."""
+        """Accept no more: waiting and parked threads exit now, busy ones when their request
+        ends. Once this returns no thread accepts a connection (they accept with the mutex
+        held)."""
+        cdef Parking *released
+        cdef Parking *parking
         self.lock()
         self.stopped = True
+        released, self.parked = self.parked, NULL
+        parking = released
+        while parking != NULL:
+            parking.state = RELEASED
+            parking = parking.older
         self.unlock()
         fs_stop_signal(self.stop_fd)  # stays readable: every wait ends at once from now on
+        while released != NULL:
+            parking, released = released, released.older  # before the thread can go
+            PyThread_release_lock(parking.wake)
 
     def close(self):
         """stop(), for server_close() with block_on_close False (and at exit)."""
@@ -174,13 +238,26 @@ cdef class Acceptors:
             with nogil:
                 PyThread_acquire_lock(self.mutex, WAIT_LOCK)
 
+    cdef inline void lock_nogil(self) noexcept nogil:
+        if not lock_try_spinning(self.mutex):
+            PyThread_acquire_lock(self.mutex, WAIT_LOCK)
+
     cdef inline void unlock(self) noexcept nogil:
         PyThread_release_lock(self.mutex)
 
-    cdef inline bint want_watcher(self) noexcept nogil:
-        """With the mutex held, after taking a connection: True (and counted) when a thread must
-        be started so that one waits for the next connection."""
+    # --- what follows runs with the mutex held
+
+    cdef inline bint want_watcher(self, Parking **promote) noexcept nogil:
+        """After taking a connection: make sure a thread will wait for the next one. Sets
+        ``promote`` to a parked thread to wake (after the mutex) for it, or returns True (and
+        counts it) when a thread must be started."""
         if self.waiting + self.starting > 0 or self.stopped:
+            return False
+        if self.parked != NULL:
+            promote[0] = self.parked
+            self.unlink(self.parked)
+            promote[0].state = PROMOTED
+            self.starting += 1
             return False
         if 0 <= self.max_threads <= self.alive:
             return False
@@ -189,7 +266,7 @@ cdef class Acceptors:
         return True
 
     cdef int accept_locked(self, sockaddr_storage *addr, socklen_t *length) noexcept nogil:
-        """accept() with the mutex held: a descriptor, or -1 (errno says why, unless stopped)."""
+        """accept(): a descriptor, or -1 (errno says why, unless stopped)."""
         cdef int fd
         if self.stopped:
             return -1
@@ -198,6 +275,64 @@ cdef class Acceptors:
             fd = fs_accept(self.listen_fd, <sockaddr *>addr, length)
             if fd >= 0 or (errno != EINTR and errno != ECONNABORTED and errno != EPROTO):
                 return fd
+
+    cdef int free_slot(self) noexcept nogil:
+        """A slot nobody waits in, its epoll instance made if it had none; NO_SLOT if every
+        slot is taken or no instance can be made (out of descriptors)."""
+        cdef int slot, unmade = NO_SLOT
+        for slot in range(SLOT_COUNT):
+            if not self.slot_taken[slot]:
+                if self.slot_fds[slot] >= 0:
+                    return slot
+                if unmade == NO_SLOT:
+                    unmade = slot
+        if unmade != NO_SLOT:
+            self.slot_fds[unmade] = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
+            if self.slot_fds[unmade] < 0:
+                return NO_SLOT
+        return unmade
+
+    cdef void enqueue(self, Worker worker) noexcept nogil:
+        """A thread found no connection: it waits in a free slot, else it parks (or, when no
+        other thread waits and no slot can be had, it waits without one)."""
+        cdef int slot = self.free_slot()
+        if slot == NO_SLOT and self.waiting > 0:
+            worker.parking.state = IDLE
+            worker.parking.newer = NULL
+            worker.parking.older = self.parked
+            if self.parked != NULL:
+                self.parked.newer = &worker.parking
+            self.parked = &worker.parking
+            worker.slot = PARKED
+            return
+        worker.slot = slot
+        if slot >= 0:
+            self.slot_taken[slot] = True
+        self.waiting += 1
+
+    cdef inline void leave(self, Worker worker) noexcept nogil:
+        """A waiting thread stops waiting (to accept, or to exit)."""
+        if worker.slot >= 0:
+            self.slot_taken[worker.slot] = False
+        worker.slot = NO_SLOT
+        self.waiting -= 1
+
+    cdef inline void unlink(self, Parking *parking) noexcept nogil:
+        if parking.newer != NULL:
+            parking.newer.older = parking.older
+        else:
+            self.parked = parking.older
+        if parking.older != NULL:
+            parking.older.newer = parking.newer
+        parking.newer = parking.older = NULL
+
+    cdef void requeue(self, int slot) noexcept nogil:
+        """Put the slot behind the other processes' in the listener's queue of waiters (see
+        fs_acceptor_requeue()). Should that fail, the slot's instance is made anew when next
+        needed."""
+        if fs_acceptor_requeue(self.slot_fds[slot], self.listen_fd) < 0:
+            close(self.slot_fds[slot])
+            self.slot_fds[slot] = -1
 
     # --- the threads
 
@@ -225,7 +360,6 @@ cdef class Acceptors:
         cdef socklen_t length = 0
         cdef int fd
         cdef bint first = True
-        worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
         if self.turns:
             _turns.enroll(True)
         try:
@@ -244,8 +378,6 @@ cdef class Acceptors:
                 worker.busy = False
         finally:
             self.workers.discard(worker)
-            close(worker.epfd)
-            worker.epfd = -1
 
     cdef int take(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
                   bint first) except? -2:
@@ -255,6 +387,7 @@ cdef class Acceptors:
         fails costs a syscall, and contends with the kernel's handshakes for the listener."""
         cdef int fd = -1, err = EAGAIN
         cdef bint spawn = False, wait = False
+        cdef Parking *promote = NULL
         self.lock()
         if first:
             self.starting -= 1
@@ -262,14 +395,16 @@ cdef class Acceptors:
             fd = self.accept_locked(addr, length)
             err = errno
         if fd >= 0:
-            spawn = self.want_watcher()
+            spawn = self.want_watcher(&promote)
         elif self.stopped:
             self.alive -= 1
         else:
-            self.waiting += 1
+            self.enqueue(worker)
             wait = True
         self.unlock()
         if fd >= 0:
+            if promote != NULL:
+                PyThread_release_lock(promote.wake)
             self.dispatcher.set_nodelay(fd)
             begin_turn()
         elif wait:
@@ -281,39 +416,78 @@ cdef class Acceptors:
 
     cdef int wait_and_accept(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
                              int err, bint *spawn) noexcept nogil:
-        """take() past an empty backlog (``err``: why accept() failed), counted in waiting: the
-        descriptor, or -1 when the thread stops or retires."""
-        cdef int fd, ready, backoff_ms = 0
+        """take() past an empty backlog (``err``: why accept() failed), the thread counted in
+        waiting or parked (``worker.slot`` says which): the descriptor, or -1 when the thread
+        stops or retires."""
+        cdef int fd, slot, ready, backoff_ms = 0
+        cdef bint retire
+        cdef Parking *promote = NULL
         while True:
-            if worker.epfd < 0:  # out of descriptors when the thread started: retry
-                worker.epfd = fs_acceptor_epoll(self.listen_fd, self.stop_fd)
-                if worker.epfd < 0:
-                    err = errno
-            if err != EAGAIN or worker.epfd < 0:  # EMFILE & co: accept() fails at once
-                backoff_ms = next_backoff_ms(backoff_ms)  # out of descriptors: as the loop
-                ready = fs_stop_wait(self.stop_fd, backoff_ms)
+            slot = worker.slot
+            if slot == PARKED:
+                if self.unpark(worker) == EXIT:
+                    self.unlock()
+                    return -1
+                slot = NO_SLOT
             else:
-                backoff_ms = 0
-                ready = fs_acceptor_wait(worker.epfd, self.idle_ms)
-            if not lock_try_spinning(self.mutex):
-                PyThread_acquire_lock(self.mutex, WAIT_LOCK)
-            if self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1):
-                self.waiting -= 1  # stopped, or idle while others wait: retire
-                self.alive -= 1
-                self.unlock()
-                return -1
+                if slot >= 0 and err == EAGAIN:
+                    backoff_ms = 0
+                    ready = fs_acceptor_wait(self.slot_fds[slot], self.idle_ms)
+                else:  # EMFILE & co (accept() fails at once), or no slot: back off as the loop
+                    backoff_ms = next_backoff_ms(backoff_ms)
+                    ready = fs_stop_wait(self.stop_fd, backoff_ms)
+                self.lock_nogil()
+                # stopped, or idle while others wait: retire
+                retire = self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1)
+                self.leave(worker)
+                if retire:
+                    self.alive -= 1
+                    self.unlock()
+                    return -1
+            # Counted in nothing now but alive.
             fd = self.accept_locked(addr, length)
             if fd >= 0:
-                self.waiting -= 1
-                spawn[0] = self.want_watcher()
+                if self.shared and slot >= 0:
+                    self.requeue(slot)  # the next connection for another process
+                spawn[0] = self.want_watcher(&promote)
                 self.unlock()
-                if self.shared and worker.epfd >= 0:
-                    fs_acceptor_requeue(worker.epfd, self.listen_fd)  # the next one for another
+                if promote != NULL:
+                    PyThread_release_lock(promote.wake)
                 self.dispatcher.set_nodelay(fd)  # before the GIL is taken again: held less long
                 take_turn()
                 return fd
+            if self.stopped:
+                self.alive -= 1
+                self.unlock()
+                return -1
             err = errno
+            self.enqueue(worker)
             self.unlock()
+
+    cdef int unpark(self, Worker worker) noexcept nogil:
+        """Sleep parked until promoted, stopped or IDLE_MS pass. Returns with the mutex held:
+        EXIT (counted out of alive: stopped, or retired while others wait), else 0 (counted in
+        nothing but alive: look for a connection)."""
+        cdef Parking *parking = &worker.parking
+        cdef bint woken = PyThread_acquire_lock_timed(
+            parking.wake, <PY_TIMEOUT_T>self.idle_ms * 1000, 0) == PY_LOCK_ACQUIRED
+        self.lock_nogil()
+        worker.slot = NO_SLOT
+        if parking.state == IDLE:  # nobody released it: IDLE_MS passed
+            self.unlink(parking)
+            if self.waiting + self.starting > 0:
+                self.alive -= 1
+                return EXIT
+            return 0
+        if not woken:  # released as the wait ended, or soon (the releaser does it unlocked)
+            self.unlock()
+            PyThread_acquire_lock(parking.wake, WAIT_LOCK)
+            self.lock_nogil()
+        if parking.state == RELEASED:
+            self.alive -= 1
+            return EXIT
+        self.starting -= 1  # PROMOTED
+        return 0
 
     cdef int serve(self, Worker worker, int fd, sockaddr_storage *addr,
                    socklen_t length) except -1:
