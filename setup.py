@@ -161,11 +161,12 @@ def extensions():
     common = dict(include_dirs=["csrc"], define_macros=macros, extra_compile_args=cflags,
                   extra_link_args=ldflags)
     modules = [
+        Extension("fastserver._dispatch", ["src/fastserver/_dispatch.pyx"],
+                  depends=["csrc/sockets.h", "csrc/compat.h"], **common),
         Extension("fastserver._core", ["src/fastserver/_core.pyx", "csrc/poller.c"],
-                  depends=["csrc/poller.h", "csrc/compat.h"], **common),
-        Extension("fastserver._acceptors",
-                  ["src/fastserver/_acceptors.pyx", "csrc/acceptor.c", "csrc/poller.c"],
-                  depends=["csrc/acceptor.h", "csrc/poller.h", "csrc/compat.h"], **common),
+                  depends=["csrc/poller.h", "csrc/sockets.h", "csrc/compat.h"], **common),
+        Extension("fastserver._acceptors", ["src/fastserver/_acceptors.pyx", "csrc/acceptor.c"],
+                  depends=["csrc/acceptor.h", "csrc/sockets.h", "csrc/compat.h"], **common),
         Extension("fastserver._turns", ["src/fastserver/_turns.pyx", "csrc/turn.c"],
                   depends=["csrc/turn.h", "csrc/compat.h"], **common),
         Extension("fastserver._stream", ["src/fastserver/_stream.pyx"],

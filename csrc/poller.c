@@ -1,9 +1,7 @@
 /* The poller behind fastserver's loop: one API, three backends (see poller.h). */
-#if defined(__linux__) && !defined(_GNU_SOURCE)
-#  define _GNU_SOURCE 1  /* accept4 */
-#endif
 #include "compat.h"
 #include "poller.h"
+#include "sockets.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,27 +25,6 @@ const char fs_poller_name[] = FS_POLLER_NAME;
 
 /* At most this many events come back from one wait; the loop calls again for more. */
 #define FS_BATCH 64
-
-static inline int set_cloexec(int fd)
-{
-    int flags = fcntl(fd, F_GETFD);
-    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
-        return -1;
-    return 0;
-}
-
-int fs_set_nonblocking(int fd, int on, int *was_nonblocking)
-{
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return -1;
-    if (was_nonblocking)
-        *was_nonblocking = (flags & O_NONBLOCK) != 0;
-    int wanted = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
-    if (wanted != flags && fcntl(fd, F_SETFL, wanted) < 0)
-        return -1;
-    return 0;
-}
 
 #if defined(FS_HAVE_EPOLL)
 
@@ -127,7 +104,7 @@ fs_poller *fs_poller_new(void)
         return NULL;
     }
     p->kq = kqueue();
-    if (p->kq < 0 || set_cloexec(p->kq) < 0) {
+    if (p->kq < 0 || fs_set_cloexec(p->kq) < 0) {
         int saved = errno;
         if (p->kq >= 0)
             close(p->kq);
@@ -290,7 +267,7 @@ int fs_wakeup_open(int *read_fd, int *write_fd)
     if (pipe(fds) < 0)
         return -1;
     for (int i = 0; i < 2; i++) {
-        if (set_cloexec(fds[i]) < 0 || fs_set_nonblocking(fds[i], 1, NULL) < 0) {
+        if (fs_set_cloexec(fds[i]) < 0 || fs_set_nonblocking(fds[i], 1, NULL) < 0) {
             int saved = errno;
             close(fds[0]);
             close(fds[1]);
@@ -335,21 +312,4 @@ void fs_wakeup_close(int read_fd, int write_fd)
         close(read_fd);
     if (write_fd >= 0 && write_fd != read_fd)
         close(write_fd);
-}
-
-int fs_accept(int listen_fd, struct sockaddr *addr, socklen_t *addr_len)
-{
-#if defined(FS_HAVE_ACCEPT4)
-    return accept4(listen_fd, addr, addr_len, SOCK_CLOEXEC);
-#else
-    /* BSD hands the listener's O_NONBLOCK down to the new socket: Python expects it blocking. */
-    int fd = accept(listen_fd, addr, addr_len);
-    if (fd >= 0 && (set_cloexec(fd) < 0 || fs_set_nonblocking(fd, 0, NULL) < 0)) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
-#endif
 }

@@ -6,8 +6,6 @@
 #ifndef FASTSERVER_POLLER_H
 #define FASTSERVER_POLLER_H
 
-#include <sys/socket.h>
-
 #define FS_READABLE 1u
 #define FS_WRITABLE 2u
 #define FS_HANGUP   4u
@@ -36,11 +34,5 @@ int fs_wakeup_open(int *read_fd, int *write_fd);
 int fs_wakeup_signal(int write_fd);
 void fs_wakeup_drain(int read_fd);
 void fs_wakeup_close(int read_fd, int write_fd);
-
-/* Accept one connection, close-on-exec, without blocking where the listener is non-blocking. */
-int fs_accept(int listen_fd, struct sockaddr *addr, socklen_t *addr_len);
-
-/* Set or clear O_NONBLOCK; the previous state goes to *was_nonblocking when it is not NULL. */
-int fs_set_nonblocking(int fd, int on, int *was_nonblocking);
 
 #endif

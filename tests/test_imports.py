@@ -18,8 +18,8 @@ import fastserver
 
 PACKAGE = os.path.dirname(os.path.abspath(fastserver.__file__))
 API = {"servers", "mixins", "handlers"}
-CORE_PARTS = {"_core", "_core_py", "_stream", "_stream_py", "_proxy", "_proxy_py", "_turns",
-              "_acceptors"}
+CORE_PARTS = {"_core", "_core_py", "_dispatch", "_stream", "_stream_py", "_proxy", "_proxy_py",
+              "_turns", "_acceptors"}
 
 
 def _modules():

@@ -2,7 +2,7 @@
 """Request threads that accept their own connections: ThreadingMixIn's default path on Linux.
 
 Handing each connection from the loop thread to a request thread costs more CPU than a small
-request: the loop wakes and takes the GIL to accept, wakes a worker, and the worker then waits for
+request: the loop wakes and takes the GIL to accept, wakes a request thread, which then waits for
 the GIL that the loop holds until it sleeps again. Here the idle request threads wait on the
 listening socket themselves, without the GIL, so that the kernel wakes one of them per
 connection. That thread accepts, takes the GIL, runs the request, and then tries to accept the
@@ -31,28 +31,18 @@ from cpython.pythread cimport (
     NOWAIT_LOCK, PY_LOCK_ACQUIRED, WAIT_LOCK, PyLockStatus, PyThread_acquire_lock,
     PyThread_allocate_lock, PyThread_free_lock, PyThread_release_lock, PyThread_type_lock,
 )
-from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EPROTO, errno
+from libc.errno cimport EAGAIN, EINTR, errno
 from posix.unistd cimport close
 
-from fastserver._core cimport Dispatcher, next_backoff_ms, sockaddr_to_python
+from fastserver._dispatch cimport Dispatcher, next_backoff_ms, peer_gone, sockaddr_to_python
 from fastserver._turns cimport begin_turn, give_turn, take_turn
-from fastserver.includes.csrc cimport fs_accept
+from fastserver.includes.csrc cimport *
 from fastserver.includes.system cimport sockaddr, sockaddr_storage, socklen_t
 
 import sys
 import threading
 
 from fastserver import _pool, _turns
-
-cdef extern from "acceptor.h" nogil:
-    const int fs_acceptors_supported
-    int fs_acceptor_epoll(int listen_fd, int stop_fd)
-    int fs_acceptor_wait(int epfd, int timeout_ms)
-    int fs_acceptor_requeue(int epfd, int listen_fd)
-    int fs_stop_open()
-    int fs_stop_signal(int fd)
-    int fs_stop_wait(int fd, int timeout_ms)
-    void FS_CPU_RELAX()
 
 cdef extern from "pythread.h" nogil:
     ctypedef long long PY_TIMEOUT_T
@@ -80,7 +70,7 @@ cdef enum:
     # More than the requests that usually begin at the same moment (a thread that takes the last
     # waiter's place wakes a parked one), few enough to cost nothing beside the connections.
     SLOT_COUNT = 8
-    # Worker.slot, besides a slot's index
+    # RequestThread.slot, besides a slot's index
     NO_SLOT = -1  # not waiting, or waiting on the listener without a slot (no descriptor left)
     PARKED = -2  # in Acceptors.parked
     # Parking.state
@@ -102,7 +92,7 @@ cdef struct Parking:
 
 
 @cython.final
-cdef class Worker:
+cdef class RequestThread:
     """One request thread, and the lock it parks on."""
 
     cdef Parking parking
@@ -147,7 +137,7 @@ cdef class Acceptors:
     cdef bint slot_taken[SLOT_COUNT]  # a thread waits in it: only that thread uses its instance
     cdef Parking *parked  # idle threads without a slot, the most recently parked first
     # Under the GIL:
-    cdef set workers
+    cdef set threads  # the RequestThreads alive
     cdef object __weakref__
 
     def __cinit__(self, server, Dispatcher dispatcher):
@@ -159,7 +149,7 @@ cdef class Acceptors:
         if self.mutex == NULL:
             raise MemoryError()
         self.server = server
-        self.workers = set()
+        self.threads = set()
         self.dispatcher = dispatcher
         self.listen_fd = dispatcher.listen_fd
         self.max_threads = -1 if server.max_threads is None else max(int(server.max_threads), 1)
@@ -183,7 +173,7 @@ cdef class Acceptors:
 
     def __len__(self):
         """Threads alive, busy or waiting."""
-        return len(self.workers)
+        return len(self.threads)
 
     # --- for the loop and server_close()
 
@@ -220,13 +210,13 @@ cdef class Acceptors:
 
     def join(self):
         """stop(), then wait for the threads (not for daemon threads' running requests)."""
-        cdef Worker worker
+        cdef RequestThread each
         self.stop()
         current = threading.current_thread()
-        for worker in list(self.workers):
-            if worker.thread is not current and (not worker.daemon or not worker.busy):
+        for each in list(self.threads):
+            if each.thread is not current and (not each.daemon or not each.busy):
                 try:
-                    worker.thread.join()
+                    each.thread.join()
                 except RuntimeError:
                     pass  # not started yet: it finds the threads stopped and exits
 
@@ -273,7 +263,7 @@ cdef class Acceptors:
         while True:
             length[0] = sizeof(sockaddr_storage)
             fd = fs_accept(self.listen_fd, <sockaddr *>addr, length)
-            if fd >= 0 or (errno != EINTR and errno != ECONNABORTED and errno != EPROTO):
+            if fd >= 0 or (errno != EINTR and not peer_gone(errno)):
                 return fd
 
     cdef int free_slot(self) noexcept nogil:
@@ -292,29 +282,29 @@ cdef class Acceptors:
                 return NO_SLOT
         return unmade
 
-    cdef void enqueue(self, Worker worker) noexcept nogil:
+    cdef void enqueue(self, RequestThread me) noexcept nogil:
         """A thread found no connection: it waits in a free slot, else it parks (or, when no
         other thread waits and no slot can be had, it waits without one)."""
         cdef int slot = self.free_slot()
         if slot == NO_SLOT and self.waiting > 0:
-            worker.parking.state = IDLE
-            worker.parking.newer = NULL
-            worker.parking.older = self.parked
+            me.parking.state = IDLE
+            me.parking.newer = NULL
+            me.parking.older = self.parked
             if self.parked != NULL:
-                self.parked.newer = &worker.parking
-            self.parked = &worker.parking
-            worker.slot = PARKED
+                self.parked.newer = &me.parking
+            self.parked = &me.parking
+            me.slot = PARKED
             return
-        worker.slot = slot
+        me.slot = slot
         if slot >= 0:
             self.slot_taken[slot] = True
         self.waiting += 1
 
-    cdef inline void leave(self, Worker worker) noexcept nogil:
+    cdef inline void leave(self, RequestThread me) noexcept nogil:
         """A waiting thread stops waiting (to accept, or to exit)."""
-        if worker.slot >= 0:
-            self.slot_taken[worker.slot] = False
-        worker.slot = NO_SLOT
+        if me.slot >= 0:
+            self.slot_taken[me.slot] = False
+        me.slot = NO_SLOT
         self.waiting -= 1
 
     cdef inline void unlink(self, Parking *parking) noexcept nogil:
@@ -338,15 +328,16 @@ cdef class Acceptors:
 
     cdef int spawn(self) except -1:
         """Start a thread counted in alive and starting (by start() or want_watcher())."""
-        cdef Worker worker = Worker()
-        worker.daemon = self.daemon
+        cdef RequestThread started = RequestThread()
+        started.daemon = self.daemon
         try:
-            worker.thread = threading.Thread(target=self.run, args=(worker,), daemon=self.daemon,
-                                             name=f"fastserver-{next(_pool._names)}")
-            self.workers.add(worker)
-            worker.thread.start()
+            started.thread = threading.Thread(target=self.run, args=(started,),
+                                              daemon=self.daemon,
+                                              name=f"fastserver-{next(_pool._names)}")
+            self.threads.add(started)
+            started.thread.start()
         except BaseException:
-            self.workers.discard(worker)
+            self.threads.discard(started)
             self.lock()
             self.alive -= 1
             self.starting -= 1
@@ -354,7 +345,7 @@ cdef class Acceptors:
             raise
         return 0
 
-    def run(self, Worker worker):
+    def run(self, RequestThread me):
         """A request thread: take connections and serve them until stopped or retired."""
         cdef sockaddr_storage addr
         cdef socklen_t length = 0
@@ -364,25 +355,25 @@ cdef class Acceptors:
             _turns.enroll(True)
         try:
             while True:
-                fd = self.take(worker, &addr, &length, first)
+                fd = self.take(me, &addr, &length, first)
                 first = False
                 if fd == EXIT:
                     return
-                worker.busy = True
+                me.busy = True
                 try:
-                    self.serve(worker, fd, &addr, length)
+                    self.serve(me, fd, &addr, length)
                 except BaseException:
                     # As a dying Thread would report it; the thread itself carries on.
                     threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(),
-                                                                   worker.thread)))
-                worker.busy = False
+                                                                   me.thread)))
+                me.busy = False
         finally:
-            self.workers.discard(worker)
+            self.threads.discard(me)
 
-    cdef int take(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
+    cdef int take(self, RequestThread me, sockaddr_storage *addr, socklen_t *length,
                   bint first) except? -2:
         """The next connection: at once if one is queued, else after a wait without the GIL;
-        EXIT to end the thread. Sets ``worker.spawn``. A thread that had to wait last time goes
+        EXIT to end the thread. Sets ``me.spawn``. A thread that had to wait last time goes
         straight to the wait (which ends at once if a connection is queued): an accept() that
         fails costs a syscall, and contends with the kernel's handshakes for the listener."""
         cdef int fd = -1, err = EAGAIN
@@ -391,7 +382,7 @@ cdef class Acceptors:
         self.lock()
         if first:
             self.starting -= 1
-        if not worker.waited or self.stopped:
+        if not me.waited or self.stopped:
             fd = self.accept_locked(addr, length)
             err = errno
         if fd >= 0:
@@ -399,7 +390,7 @@ cdef class Acceptors:
         elif self.stopped:
             self.alive -= 1
         else:
-            self.enqueue(worker)
+            self.enqueue(me)
             wait = True
         self.unlock()
         if fd >= 0:
@@ -409,23 +400,23 @@ cdef class Acceptors:
             begin_turn()
         elif wait:
             with nogil:
-                fd = self.wait_and_accept(worker, addr, length, err, &spawn)
-        worker.spawn = spawn
-        worker.waited = wait
+                fd = self.wait_and_accept(me, addr, length, err, &spawn)
+        me.spawn = spawn
+        me.waited = wait
         return fd if fd >= 0 else EXIT
 
-    cdef int wait_and_accept(self, Worker worker, sockaddr_storage *addr, socklen_t *length,
+    cdef int wait_and_accept(self, RequestThread me, sockaddr_storage *addr, socklen_t *length,
                              int err, bint *spawn) noexcept nogil:
         """take() past an empty backlog (``err``: why accept() failed), the thread counted in
-        waiting or parked (``worker.slot`` says which): the descriptor, or -1 when the thread
+        waiting or parked (``me.slot`` says which): the descriptor, or -1 when the thread
         stops or retires."""
         cdef int fd, slot, ready, backoff_ms = 0
         cdef bint retire
         cdef Parking *promote = NULL
         while True:
-            slot = worker.slot
+            slot = me.slot
             if slot == PARKED:
-                if self.unpark(worker) == EXIT:
+                if self.unpark(me) == EXIT:
                     self.unlock()
                     return -1
                 slot = NO_SLOT
@@ -439,7 +430,7 @@ cdef class Acceptors:
                 self.lock_nogil()
                 # stopped, or idle while others wait: retire
                 retire = self.stopped or (ready == 0 and backoff_ms == 0 and self.waiting > 1)
-                self.leave(worker)
+                self.leave(me)
                 if retire:
                     self.alive -= 1
                     self.unlock()
@@ -461,18 +452,18 @@ cdef class Acceptors:
                 self.unlock()
                 return -1
             err = errno
-            self.enqueue(worker)
+            self.enqueue(me)
             self.unlock()
 
-    cdef int unpark(self, Worker worker) noexcept nogil:
+    cdef int unpark(self, RequestThread me) noexcept nogil:
         """Sleep parked until promoted, stopped or IDLE_MS pass. Returns with the mutex held:
         EXIT (counted out of alive: stopped, or retired while others wait), else 0 (counted in
         nothing but alive: look for a connection)."""
-        cdef Parking *parking = &worker.parking
+        cdef Parking *parking = &me.parking
         cdef bint woken = PyThread_acquire_lock_timed(
             parking.wake, <PY_TIMEOUT_T>self.idle_ms * 1000, 0) == PY_LOCK_ACQUIRED
         self.lock_nogil()
-        worker.slot = NO_SLOT
+        me.slot = NO_SLOT
         if parking.state == IDLE:  # nobody released it: IDLE_MS passed
             self.unlink(parking)
             if self.waiting + self.starting > 0:
@@ -489,7 +480,7 @@ cdef class Acceptors:
         self.starting -= 1  # PROMOTED
         return 0
 
-    cdef int serve(self, Worker worker, int fd, sockaddr_storage *addr,
+    cdef int serve(self, RequestThread me, int fd, sockaddr_storage *addr,
                    socklen_t length) except -1:
         """process_request_thread(): finish_request(), handle_error() on an Exception, and
         shutdown_request() in any case. A thread that fails to start is reported as the stdlib
@@ -498,8 +489,8 @@ cdef class Acceptors:
         request = dispatcher.wrap(fd)
         client_address = sockaddr_to_python(addr, length)
         try:
-            if worker.spawn:
-                worker.spawn = False
+            if me.spawn:
+                me.spawn = False
                 self.spawn()
             dispatcher.finish(request, client_address)
         except Exception:

@@ -32,8 +32,6 @@ cdef extern from "poller.h" nogil:
     int fs_wakeup_signal(int write_fd)
     void fs_wakeup_drain(int read_fd)
     void fs_wakeup_close(int read_fd, int write_fd)
-    int fs_accept(int listen_fd, sockaddr *addr, socklen_t *addr_len)
-    int fs_set_nonblocking(int fd, int on, int *was_nonblocking)
 
 cdef extern from "turn.h" nogil:
     struct fs_turn_stats:
@@ -43,3 +41,17 @@ cdef extern from "turn.h" nogil:
     void fs_turn_take()
     int fs_turn_wanted()
     void fs_turn_counts(fs_turn_stats *stats)
+
+cdef extern from "sockets.h" nogil:
+    # (inline: compiled into each module that uses them)
+    int fs_accept(int listen_fd, sockaddr *addr, socklen_t *addr_len)
+    int fs_set_nonblocking(int fd, int on, int *was_nonblocking)
+
+cdef extern from "acceptor.h" nogil:
+    const int fs_acceptors_supported
+    int fs_acceptor_epoll(int listen_fd, int stop_fd)
+    int fs_acceptor_wait(int epfd, int timeout_ms)
+    int fs_acceptor_requeue(int epfd, int listen_fd)
+    int fs_stop_open()
+    int fs_stop_signal(int fd)
+    int fs_stop_wait(int fd, int timeout_ms)

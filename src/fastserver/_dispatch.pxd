@@ -1,5 +1,5 @@
 # cython: language_level=3
-# What other compiled modules use of the core (fastserver._acceptors).
+# The Dispatcher, for the loop (fastserver._core) and the request threads (fastserver._acceptors).
 
 from fastserver.includes.system cimport sockaddr_storage, socklen_t
 
@@ -7,6 +7,7 @@ from fastserver.includes.system cimport sockaddr_storage, socklen_t
 cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length)
 
 cdef int next_backoff_ms(int backoff_ms) noexcept nogil
+cdef bint peer_gone(int err) noexcept nogil
 
 
 cdef class Dispatcher:
