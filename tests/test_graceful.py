@@ -129,15 +129,23 @@ class Server:
     def stop(self, timeout=TIMEOUT * 3):
         """SIGTERM, then the parent's exit code; no worker or request child may outlive it."""
         self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout=TIMEOUT * 3):
+        """The exit code of a parent that was told to stop; nothing of it may outlive it."""
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"the parent did not exit within {timeout} s; stderr:\n{self.errors()}")
+        self.assert_nothing_left()
+        return code
+
+    def assert_nothing_left(self):
+        """The parent has exited: none of its workers or their request processes may run on."""
         left = [pid for pid in self.seen if alive(pid)]
         assert not left, f"left running: {left}"
-        assert children_of(self.proc.pid) == []  # reaped (wait() also reaped the parent)
-        return code
+        assert children_of(self.proc.pid) == []  # reaped (wait() reaped the parent)
 
     def errors(self):
         self.stderr.flush()
@@ -287,7 +295,7 @@ def test_sigterm_lets_a_slow_download_finish(core, kind, tmp_path):
         received, sha, error = slow_download(server, signum=signal.SIGTERM)
         assert (received, error) == (SIZE, None), f"cut off; stderr:\n{server.errors()}"
         assert sha == digest(SIZE)
-        assert server.stop() == 0
+        assert server.wait_exit() == 0
     finally:
         server.close()
 
@@ -401,9 +409,7 @@ def test_a_request_stuck_past_graceful_timeout_is_reset(core, base, tmp_path):
                 client.recv(100)
             reset_after = time.monotonic() - began
         assert 0.9 <= reset_after <= 1.0 + TIMEOUT / 2
-        code = server.proc.wait(TIMEOUT)
-        assert code == 0
-        assert server.stop() == 0  # (already exited: checks that nothing is left)
+        assert server.wait_exit(TIMEOUT) == 0
         assert "graceful_timeout" in server.errors()  # the worker says what it did
     finally:
         server.close()
@@ -421,9 +427,8 @@ def test_a_forked_request_stuck_past_graceful_timeout_is_killed(core, tmp_path):
                 assert client.recv(100) == b""
             except ConnectionResetError:
                 pass
-        assert server.proc.wait(TIMEOUT) == 0
         server.seen.add(request_child)
-        assert server.stop() == 0  # the request's process is gone too: no orphan
+        assert server.wait_exit(TIMEOUT) == 0  # and the request's process is gone: no orphan
     finally:
         server.close()
 
@@ -440,7 +445,7 @@ def test_a_connection_held_until_it_speaks_is_served_not_dropped(core, signum, t
             time.sleep(0.3)  # the worker is stopping meanwhile
             client.sendall(b"echo late\n")
             assert client.recv(100) == b"ok echo late\n"
-        assert server.stop() == 0
+        assert (server.stop() if signum == signal.SIGHUP else server.wait_exit()) == 0
     finally:
         server.close()
 
