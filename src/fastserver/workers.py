@@ -206,7 +206,9 @@ class _Stop:
             loop.wake()
 
     def _watch(self):
-        time.sleep(max(self.asked + self.timeout - monotonic(), 0.0))
+        deadline = self.asked + self.timeout
+        while (left := deadline - monotonic()) > 0:
+            time.sleep(min(left, 3600.0))  # (sleep() refuses a huge graceful_timeout at once)
         self.give_up()
 
     def give_up(self):
@@ -259,8 +261,8 @@ def _reset_connections(port):
         try:
             if (sock.type == socket.SOCK_STREAM
                     and sock.family in (socket.AF_INET, socket.AF_INET6)
-                    and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
                     and sock.getsockname()[1] == port):
+                sock.getpeername()  # a listener has no peer: OSError
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, abort)
                 reset += 1
         except OSError:
