@@ -153,7 +153,7 @@ class ThreadPool:
         """Wait until every job has ended, on daemon threads too, and so have the adopted groups'
         threads (stop them first: this does not stop the pool). A worker process that stops
         calls it (fastserver.workers): it finishes each request it accepted, whatever
-        ``daemon_threads`` says; its own watchdog ends a wait past ``graceful_timeout``."""
+        ``daemon_threads`` says; the worker's watchdog ends a wait past ``graceful_timeout``."""
         with self._lock:
             while self._running:
                 self._changed.wait()
