@@ -186,12 +186,16 @@ def start_http_cli(core, tmp_path):
 
 
 # A fastserver server class with workers = 2 whose handler sends SIZE bytes of pattern(), or,
-# asked for "stuck", sends a line and then hangs. argv: base class, graceful_timeout, SIZE.
+# asked for "stuck", sends a line and then hangs. argv: base class (with "+verify": it overrides
+# verify_request, so that on the compiled core the loop accepts and hands each connection to the
+# pool, instead of the request threads accepting their own), graceful_timeout, SIZE,
+# first_data_timeout ("none": unset; else verify_request says which client it accepted).
 SERVER_SCRIPT = """\
-import os, random, sys, time
+import os, random, signal, sys, threading, time
 import fastserver
 
 BASE, GRACEFUL, SIZE, FIRST_DATA = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+BASE, _, VERIFY = BASE.partition("+")
 CHUNK = 65536
 NOISE = random.Random(12).randbytes(CHUNK)
 
@@ -205,6 +209,11 @@ class Handler(fastserver.StreamRequestHandler):
             return
         if line.startswith(b"echo "):
             self.wfile.write(b"ok " + line)
+            return
+        if line == b"signal me\\n":  # SIGTERM that this request's thread, not the main one, takes
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+            time.sleep(0.2)
+            self.wfile.write(b"signalled %d\\n" % os.getpid())
             return
         if line.startswith(b"work "):  # an application's request: some time, then the reply
             time.sleep(0.01)
@@ -222,10 +231,11 @@ class Server(getattr(fastserver, BASE)):
     request_queue_size = 64
     first_data_timeout = None if FIRST_DATA == "none" else float(FIRST_DATA)
 
-    def verify_request(self, request, client_address):
-        if self.first_data_timeout is not None:
-            print("accepted", client_address[1], flush=True)
-        return True
+    if VERIFY or FIRST_DATA != "none":
+        def verify_request(self, request, client_address):
+            if self.first_data_timeout is not None:
+                print("accepted", client_address[1], flush=True)
+            return True
 
 
 with Server(("127.0.0.1", 0), Handler) as server:
@@ -278,7 +288,8 @@ def slow_download(server, at=SIGNAL_AT, signum=None):
     return received, sha.hexdigest(), error
 
 
-SERVERS = ["http-cli", "ThreadingTCPServer"]
+SERVERS = ["http-cli", "ThreadingTCPServer"]  # on the compiled core: request threads accept
+POOL = "ThreadingTCPServer+verify"  # on the compiled core: the loop accepts, hands to the pool
 
 
 def start(kind, core, tmp_path):
@@ -287,7 +298,7 @@ def start(kind, core, tmp_path):
     return start_server_class(core, tmp_path, kind)
 
 
-@pytest.mark.parametrize("kind", SERVERS + ["TCPServer", "ForkingTCPServer"])
+@pytest.mark.parametrize("kind", SERVERS + [POOL, "TCPServer", "ForkingTCPServer"])
 def test_sigterm_lets_a_slow_download_finish(core, kind, tmp_path):
     server = start(kind, core, tmp_path)
     try:
@@ -300,7 +311,7 @@ def test_sigterm_lets_a_slow_download_finish(core, kind, tmp_path):
         server.close()
 
 
-@pytest.mark.parametrize("kind", SERVERS)
+@pytest.mark.parametrize("kind", SERVERS + [POOL])
 def test_sighup_lets_the_retired_worker_finish_a_slow_download(core, kind, tmp_path):
     server = start(kind, core, tmp_path)
     try:
@@ -429,6 +440,25 @@ def test_a_forked_request_stuck_past_graceful_timeout_is_killed(core, tmp_path):
                 pass
         server.seen.add(request_child)
         assert server.wait_exit(TIMEOUT) == 0  # and the request's process is gone: no orphan
+    finally:
+        server.close()
+
+
+def test_a_stop_signal_that_a_request_thread_takes_stops_the_worker(core, tmp_path):
+    # The kernel gives a process's signal to any thread that does not block it; Python runs the
+    # handler in the main thread, which must notice even while it waits in the compiled loop.
+    server = start_server_class(core, tmp_path, "ThreadingTCPServer")
+    try:
+        workers = server.wait_for_workers()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as client:
+            client.sendall(b"signal me\n")
+            reply = client.recv(100)  # its request still finishes
+            assert reply.startswith(b"signalled "), reply
+            signalled = int(reply.split()[1])
+        assert signalled in workers
+        assert wait_until(lambda: not alive(signalled)), "the worker ignored its SIGTERM"
+        server.wait_for_workers(not_in=[signalled])  # and the parent replaced it
+        assert server.stop() == 0
     finally:
         server.close()
 
