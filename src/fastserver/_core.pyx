@@ -511,6 +511,10 @@ cdef class Loop:
                 n = fs_poller_wait(self.poller, events, capacity, ms)
                 err = errno
             if n >= 0:
+                # A signal that another thread took (no EINTR here), or that came while this
+                # thread ran C code, has its handler run now, as the interpreter would run it at
+                # its next bytecode: within poll_interval (a no-op outside the main thread).
+                PyErr_CheckSignals()
                 return n
             if err != EINTR:
                 raise_oserror(err)

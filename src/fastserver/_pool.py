@@ -5,6 +5,7 @@ microseconds and a GIL round trip. Here a thread that finishes a request parks o
 takes the next one; it exits after ``IDLE_SECONDS`` without work, or when the server closes. The
 semantics stay the stdlib's: one thread per concurrent request, no cap unless ``max_threads``,
 ``daemon_threads`` honoured, an exception that escapes a request goes to ``threading.excepthook``.
+(A worker process that stops waits for daemon threads' requests too: ``finish_jobs()``.)
 """
 
 import itertools
@@ -147,6 +148,18 @@ class ThreadPool:
                 worker.wake.acquire()  # a job was handed over just as the wait ended
             if worker.job is None:  # close() woke us
                 return
+
+    def finish_jobs(self):
+        """Wait until every job has ended, on daemon threads too, and so have the adopted groups'
+        threads (stop them first: this does not stop the pool). A worker process that stops
+        calls it (fastserver.workers): it finishes each request it accepted, whatever
+        ``daemon_threads`` says; the worker's watchdog ends a wait past ``graceful_timeout``."""
+        with self._lock:
+            while self._running:
+                self._changed.wait()
+            adopted = list(self._adopted)
+        for group in adopted:
+            group.join_all()
 
     def join(self):
         """Wait for the running jobs of non-daemon threads, then stop every parked thread."""
