@@ -174,8 +174,8 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
 
 def test_light_handlers_do_not_take_turns(compiled):
     """An echo handler's runs are short: its threads do not take the turn (waiting for it would
-    cost more than the GIL hand-offs it saves). A run that a garbage collection lengthens may
-    take one."""
+    cost more than the GIL hand-offs it saves). Two runs in a row that something else lengthened
+    (an interrupt, a garbage collection) may take one."""
     commands = {b"echo": lambda handler: None}
     server = line_server(compiled, commands)
     with serving(server):
@@ -192,12 +192,35 @@ def test_light_handlers_do_not_take_turns(compiled):
 
 
 def make_heavy(turns):
-    """Drive the calling thread's runs as a request thread's: two long ones, so that the next
-    begin_request() takes the turn."""
-    for _ in range(2):
+    """Drive the calling thread's runs as a request thread's: long ones (the first is not
+    timed, then two heavy ones in a row), so that the next begin_request() takes the turn."""
+    for _ in range(3):
         turns.begin_request()
         spin(0.002)
         turns.end_request()
+
+
+def test_one_heavy_run_is_not_enough_to_take_the_turn(compiled):
+    """A run whose CPU time something else inflated (an interrupt, the kernel's side of a send)
+    must not make a light handler wait for turns: only two heavy runs in a row take it."""
+    turns = fastserver._backend.turns()
+    turns.enroll(True)
+    try:
+        for _ in range(2):  # long on the wall clock (not timed), then heavy once
+            turns.begin_request()
+            spin(0.002)
+            turns.end_request()
+        before = turn_stats()
+        turns.begin_request()
+        took_after_one = turn_stats()[0] - before[0]
+        spin(0.002)  # heavy twice in a row
+        turns.end_request()
+        turns.begin_request()
+        took_after_two = turn_stats()[0] - before[0] - took_after_one
+        turns.end_request()
+    finally:
+        turns.enroll(False)
+    assert (took_after_one, took_after_two) == (0, 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
