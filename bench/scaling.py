@@ -86,9 +86,15 @@ class Handler(socketserver.BaseRequestHandler):
 
 class Server(socketserver.ThreadingTCPServer if kind == "threading" else socketserver.TCPServer):
     allow_reuse_address = True
-    allow_reuse_port = share == "reuseport"
     request_queue_size = 1024  # per listening socket
     graceful_timeout = 5.0
+
+    def server_bind(self):
+        # What allow_reuse_port = True does, on Python 3.10 too (its socketserver, which
+        # fastserver follows, has no allow_reuse_port).
+        if share == "reuseport":
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def serve_forever(self, poll_interval=0.5):
         index = getattr(self, "worker_id", None)

@@ -8,7 +8,7 @@
    because the others wait for the turn (without the GIL), not for the GIL. It gives the turn up
    when it waits for its connection (fastserver._stream) and when its request ends.
 
-   Only a thread whose last run (from the end of one wait to the start of the next) was long
+   Only a thread whose last runs (from the end of one wait to the start of the next) were long
    takes the turn: a short run has few GIL releases to lose, and waiting for the turn would add a
    sleep and a wakeup to it (an echo handler's message).
 
@@ -28,6 +28,13 @@
    the run. CPU time, not wall time: a handler that blocks (a sleep(), a slow client read through
    the socket itself) runs little Python, and must not hold the turn while it blocks. */
 #define HEAVY_RUN_NS 50000LL
+
+/* A thread takes the turn after this many heavy runs in a row, not after one: a run's CPU time
+   also counts work that is not its own (an interrupt served in its time, the kernel's side of a
+   send, a garbage collection), and an echo handler's run of some 5 µs measured over 50 µs in
+   about 1 of 200 runs here, more on a busy machine, and then took turns. A handler whose runs are
+   heavy (http.server's) is heavy on every run: it waits one run longer for its first turn. */
+#define HEAVY_RUNS 2
 
 /* A thread that lost the turn to a waiter (it held it past the patience: blocked elsewhere, or a
    very long run) takes no turn for this many runs: a handler that habitually waits for something
@@ -51,7 +58,7 @@ static struct fs_turn_stats turn_counts;
    read only in runs that follow one that was long on the wall clock. */
 static __thread int my_enrolled;
 static __thread unsigned long long my_ticket;  /* the ticket this thread took, 0 if none */
-static __thread int my_heavy;  /* the last run used much CPU: take the turn for the next one */
+static __thread int my_heavy;  /* the last runs in a row that used much CPU, up to HEAVY_RUNS */
 static __thread int my_timed;  /* the last run was long on the wall clock: time this one's CPU */
 static __thread int my_penalty;  /* runs left without turns, after the turn was taken from it */
 static __thread long long my_run_started;  /* monotonic, 0 outside a run */
@@ -107,7 +114,7 @@ void fs_turn_enroll(int enrolled, long patience_us)
 
 int fs_turn_wanted(void)
 {
-    return my_enrolled && my_heavy && !my_ticket && !my_penalty;
+    return my_enrolled && my_heavy >= HEAVY_RUNS && !my_ticket && !my_penalty;
 }
 
 static void run_begins(void)
@@ -123,8 +130,8 @@ static void run_ends(void)
         return;
     if (my_penalty)
         my_penalty--;
-    if (my_timed)
-        my_heavy = clock_ns(CLOCK_THREAD_CPUTIME_ID) - my_run_cpu > HEAVY_RUN_NS;
+    if (my_timed && clock_ns(CLOCK_THREAD_CPUTIME_ID) - my_run_cpu > HEAVY_RUN_NS)
+        my_heavy = my_heavy < HEAVY_RUNS ? my_heavy + 1 : HEAVY_RUNS;
     else
         my_heavy = 0;
     my_timed = clock_ns(CLOCK_MONOTONIC) - my_run_started > HEAVY_RUN_NS;

@@ -140,7 +140,7 @@ def test_verify_request_runs_before_parking(fast):
     assert recorder.lines == []
 
 
-def test_shutdown_closes_parked_connections_and_the_server_serves_again(fast):
+def test_shutdown_closes_silent_connections_and_the_server_serves_again(fast):
     recorder = Recorder()
     server = make_server(fast, "tcp", recorder.handler(fast), base="ThreadingTCPServer",
                          first_data_timeout=60.0)
@@ -160,7 +160,7 @@ def test_shutdown_closes_parked_connections_and_the_server_serves_again(fast):
         assert wait_until(lambda: open_fds() <= fds - 1, timeout=2.0), "descriptors leaked"
 
 
-def test_an_error_in_a_parked_request_goes_to_handle_error_once(fast):
+def test_an_error_in_a_silent_request_goes_to_handle_error_once(fast):
     recorder = Recorder()
 
     class Failing(fast.StreamRequestHandler):

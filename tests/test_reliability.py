@@ -627,6 +627,11 @@ def test_stuck_daemon_handler_does_not_hang_server_close(ss):
 # --- 7. signals -------------------------------------------------------------------------------
 
 SIGINT_CHILD = """\
+import signal
+# An ignored SIGINT is inherited (pytest under nohup, or started with & by a script), and Python
+# then installs no handler of its own: take the one an interactive program has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class Handler(ss.BaseRequestHandler):
     pass
 
@@ -636,10 +641,25 @@ server.serve_forever(poll_interval=float(sys.argv[2]))
 """
 
 
+def spawn_with_sigint(disposition, *args):
+    """spawn(*args), the child inheriting SIGINT's ``disposition`` ("ignored": as when pytest
+    runs under nohup, or with & from a script)."""
+    if disposition == "default":
+        return spawn(*args)
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal.signal() needs the main thread")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return spawn(*args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
 @pytest.mark.parametrize("server_class", ["TCPServer", "ThreadingTCPServer"])
-def test_sigint_interrupts_serve_forever(ss, server_class):
+def test_sigint_interrupts_serve_forever(ss, server_class, inherited):
     poll = 0.5 if is_stdlib(ss) else 10.0
-    proc = spawn(SIGINT_CHILD, ss, poll, server_class)
+    proc = spawn_with_sigint(inherited, SIGINT_CHILD, ss, poll, server_class)
     try:
         assert read_line(proc) == "ready\n"
         time.sleep(0.3)  # inside serve_forever's wait

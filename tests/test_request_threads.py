@@ -242,7 +242,7 @@ def test_idle_threads_retire_after_a_burst(fast, monkeypatch):
         assert wait_until(lambda: len(server._threads) <= 1)  # one waits on, at most
 
 
-def test_parked_threads_serve_the_next_burst_and_stop_at_once(fast):
+def test_idle_threads_serve_the_next_burst_and_stop_at_once(fast):
     """More threads idle than wait on the listener (fastserver._acceptors.SLOTS): the others
     park. The next burst wakes them (one thread per concurrent request, no new ones), and
     server_close() ends every one of them at once, not after IDLE_SECONDS."""

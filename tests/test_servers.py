@@ -1,5 +1,6 @@
 """BaseServer's API on every server class: methods, attributes, addresses, the loops."""
 
+import errno
 import fcntl
 import os
 import select
@@ -77,11 +78,31 @@ CLASS_ATTRIBUTES = {
 }
 
 
+# Whether the running Python's socketserver has allow_reuse_port (3.11 and later).
+STDLIB_REUSE_PORT = hasattr(socketserver.TCPServer, "allow_reuse_port")
+
+
 @pytest.mark.parametrize("name", sorted(CLASS_ATTRIBUTES))
 def test_class_attributes_have_stdlib_defaults(ss, name):
-    cls = getattr(ss, name)
+    """Each attribute is there iff the running Python's socketserver has it, with its default."""
+    cls, stdlib_cls = getattr(ss, name), getattr(socketserver, name)
     for attribute in CLASS_ATTRIBUTES[name]:
-        assert getattr(cls, attribute) == getattr(getattr(socketserver, name), attribute), attribute
+        if hasattr(stdlib_cls, attribute):
+            assert getattr(cls, attribute) == getattr(stdlib_cls, attribute), attribute
+        else:
+            assert not hasattr(cls, attribute), attribute
+
+
+def test_version_dependent_attributes_follow_the_running_stdlib():
+    """servers.py's table of attributes that came after 3.10 says what this Python has."""
+    from fastserver import servers
+
+    assert servers._STDLIB_ADDED  # else the check below checks nothing
+    for attribute, since in servers._STDLIB_ADDED.items():
+        here = sys.version_info >= since
+        for name in ("TCPServer", "UDPServer", "ThreadingTCPServer", "UnixStreamServer"):
+            assert hasattr(getattr(socketserver, name), attribute) is here, (name, attribute)
+            assert hasattr(getattr(fastserver, name), attribute) is here, (name, attribute)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -130,16 +151,25 @@ def test_server_close_and_context_manager(ss, kind, sock_dir):
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
 @pytest.mark.parametrize("enabled", [True, False])
 def test_reuse_options(ss, kind, option, attribute, enabled):
+    # Where the stdlib has no allow_reuse_port (3.10), a subclass's means nothing, as there.
+    honoured = attribute != "allow_reuse_port" or STDLIB_REUSE_PORT
     with make_server(ss, kind, echo(ss, kind), **{attribute: enabled}) as server:
         value = server.socket.getsockopt(socket.SOL_SOCKET, getattr(socket, option))
-        assert bool(value) is enabled
+        assert bool(value) is (enabled and honoured)
 
 
 def test_reuse_port_lets_two_servers_share_a_port(ss):
+    """allow_reuse_port = True: two servers bind one port; on 3.10 (no allow_reuse_port in the
+    stdlib) the second bind fails, as it does there."""
     if not hasattr(socket, "SO_REUSEPORT"):
         pytest.skip("no SO_REUSEPORT")
     with make_server(ss, "tcp", echo(ss, "tcp"), allow_reuse_port=True) as first:
         Server = type(first)
+        if not STDLIB_REUSE_PORT:
+            with pytest.raises(OSError) as caught:
+                Server(first.server_address, echo(ss, "tcp"))
+            assert caught.value.errno == errno.EADDRINUSE
+            return
         with Server(first.server_address, echo(ss, "tcp")) as second:
             assert second.server_address == first.server_address
 
@@ -525,12 +555,16 @@ FASTSERVER_EXTRAS = {
 
 @pytest.mark.parametrize("name", sorted(FASTSERVER_EXTRAS))
 def test_fastserver_adds_only_its_documented_names(name):
-    import socketserver
-
-    import fastserver
-
     added = set(dir(getattr(fastserver, name))) - set(dir(getattr(socketserver, name)))
     assert added == FASTSERVER_EXTRAS[name]
+
+
+@pytest.mark.parametrize("name", sorted(socketserver.__all__))
+def test_fastserver_lacks_no_stdlib_name(name):
+    """Every attribute of the running Python's socketserver classes is on fastserver's (the
+    interpreter's own dunders aside: 3.13 drops __firstlineno__ when __module__ is set)."""
+    missing = set(dir(getattr(socketserver, name))) - set(dir(getattr(fastserver, name)))
+    assert {attribute for attribute in missing if not attribute.startswith("__")} == set()
 
 
 def test_shutdown_returns_after_serve_forever_failed(ss):

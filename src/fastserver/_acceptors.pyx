@@ -220,6 +220,19 @@ cdef class Acceptors:
                 except RuntimeError:
                     pass  # not started yet: it finds the threads stopped and exits
 
+    def join_all(self):
+        """stop(), then wait for every thread, those running a daemon thread's request too: a
+        worker process that stops finishes what it accepted (ThreadPool.finish_jobs())."""
+        cdef RequestThread each
+        self.stop()
+        current = threading.current_thread()
+        for each in list(self.threads):  # none starts a request after stop()
+            if each.thread is not current:
+                try:
+                    each.thread.join()
+                except RuntimeError:
+                    pass  # not started yet: it finds the threads stopped and exits
+
     # --- the mutex: held only for a few instructions or a non-blocking accept()
 
     cdef inline void lock(self) noexcept:

@@ -11,6 +11,7 @@ pure-Python twin.
 """
 
 cimport cython
+from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
 from libc.math cimport ceil
 
@@ -129,7 +130,7 @@ cdef class Loop:
         finally:
             try:
                 if dispatcher.silent is not None:
-                    dispatcher.silent.close_all(hooks.accepting)
+                    dispatcher.silent.close_all(hooks.accepting, state.finish_until)
             finally:
                 if dispatcher.accept_in_c and not was_nonblocking:
                     fs_set_nonblocking(listen_fd, 0, NULL)
@@ -208,6 +209,10 @@ cdef class Loop:
                 n = fs_poller_wait(self.poller, events, capacity, ms)
                 err = errno
             if n >= 0:
+                # A signal that another thread took (no EINTR here), or that came while this
+                # thread ran C code, has its handler run now, as the interpreter would run it at
+                # its next bytecode: within poll_interval (a no-op outside the main thread).
+                PyErr_CheckSignals()
                 return n
             after_failed_wait(err)
             if ms > 0:

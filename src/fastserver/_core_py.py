@@ -92,7 +92,7 @@ class Loop:
             finally:
                 if silent is not None:
                     state.silent = None
-                    silent.close_all(hooks.accepting)
+                    silent.close_all(hooks.accepting, state.finish_until)
 
     def _run(self, server, state, selector, accepting, silent, poll_interval):
         pacing = _policy.Pacing(poll_interval)

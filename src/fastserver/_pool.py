@@ -1,10 +1,11 @@
 """Reused request threads for ThreadingMixIn.
 
 The standard library starts a thread per request and lets it die; starting one costs tens of
-microseconds and a GIL round trip. Here a thread that finishes a request parks on its own lock and
-takes the next one; it exits after ``IDLE_SECONDS`` without work, or when the server closes. The
+microseconds and a GIL round trip. Here a thread that finishes a request waits idle on its own
+lock and takes the next one; it exits after ``IDLE_SECONDS`` without work, or when the server closes. The
 semantics stay the stdlib's: one thread per concurrent request, no cap unless ``max_threads``,
 ``daemon_threads`` honoured, an exception that escapes a request goes to ``threading.excepthook``.
+(A worker process that stops waits for daemon threads' requests too: ``finish_jobs()``.)
 """
 
 import itertools
@@ -17,17 +18,17 @@ _names = itertools.count(1)
 _pools = weakref.WeakSet()
 
 
-def _release_parked_threads():
-    """At exit, parked threads must not hold the interpreter up (busy ones finish, as in the
+def _release_idle_threads():
+    """At exit, idle threads must not hold the interpreter up (busy ones finish, as in the
     stdlib)."""
     for pool in list(_pools):
         pool.close()
 
 
-threading._register_atexit(_release_parked_threads)
+threading._register_atexit(_release_idle_threads)
 
 
-class _Worker:
+class _RequestThread:
     __slots__ = ("wake", "job", "thread")
 
     def __init__(self, job):
@@ -51,8 +52,8 @@ class ThreadPool:
         self.turns = turns
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._idle = []  # parked workers, most recent last (its stack is warm)
-        self._workers = set()
+        self._idle = []  # idle threads, most recent last (its stack is warm)
+        self._threads = set()
         self._busy = 0  # jobs running on non-daemon threads, for join()
         self._running = 0  # jobs running on any thread
         self._closed = False
@@ -60,8 +61,8 @@ class ThreadPool:
         _pools.add(self)
 
     def __len__(self):
-        """Threads alive, busy or parked (the adopted ones too)."""
-        return len(self._workers) + sum(len(group) for group in self._adopted)
+        """Threads alive, busy or idle (the adopted ones too)."""
+        return len(self._threads) + sum(len(group) for group in self._adopted)
 
     def adopt(self, group):
         """Have join() and close() join or close ``group`` (fastserver._acceptors.Acceptors: the
@@ -87,20 +88,20 @@ class ThreadPool:
                 self._busy += 1
             job = (fn, args, daemon)
             if self._idle:
-                worker = self._idle.pop()
-                worker.job = job
-                worker.wake.release()
+                idle = self._idle.pop()
+                idle.job = job
+                idle.wake.release()
                 return
-            worker = _Worker(job)
-            self._workers.add(worker)
-        thread = threading.Thread(target=self._work, args=(worker,), daemon=daemon,
+            new = _RequestThread(job)
+            self._threads.add(new)
+        thread = threading.Thread(target=self._work, args=(new,), daemon=daemon,
                                   name=f"fastserver-{next(_names)}")
-        worker.thread = thread
+        new.thread = thread
         try:
             thread.start()
         except BaseException:
             with self._lock:
-                self._workers.discard(worker)
+                self._threads.discard(new)
                 self._finished(daemon)
             raise
 
@@ -113,60 +114,72 @@ class ThreadPool:
         self._changed.notify_all()
         return was_full
 
-    def _work(self, worker):
+    def _work(self, me):
         turns = self.turns
         if turns is not None:
             turns.enroll(True)
         while True:
-            fn, args, daemon = worker.job
-            worker.job = None
+            fn, args, daemon = me.job
+            me.job = None
             if turns is not None:
                 turns.begin_request()
             try:
                 fn(*args)
             except BaseException:
                 # As a dying Thread would report it; the thread itself carries on.
-                threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), worker.thread)))
+                threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(), me.thread)))
             if turns is not None:
                 turns.end_request()
-            fn = args = None  # drop the request before parking
+            fn = args = None  # drop the request before going idle
             with self._lock:
                 freed = self._finished(daemon)
                 if self._closed:
-                    self._workers.discard(worker)
+                    self._threads.discard(me)
                     return
-                self._idle.append(worker)
+                self._idle.append(me)
             if freed and self.on_free is not None:
                 self.on_free()
-            if not worker.wake.acquire(timeout=IDLE_SECONDS):
+            if not me.wake.acquire(timeout=IDLE_SECONDS):
                 with self._lock:
-                    if worker in self._idle:  # nobody handed us a job: retire
-                        self._idle.remove(worker)
-                        self._workers.discard(worker)
+                    if me in self._idle:  # nobody handed us a job: retire
+                        self._idle.remove(me)
+                        self._threads.discard(me)
                         return
-                worker.wake.acquire()  # a job was handed over just as the wait ended
-            if worker.job is None:  # close() woke us
+                me.wake.acquire()  # a job was handed over just as the wait ended
+            if me.job is None:  # close() woke us
                 return
 
+    def finish_jobs(self):
+        """Wait until every job has ended, on daemon threads too, and so have the adopted groups'
+        threads (stop them first: this does not stop the pool). A worker process that stops
+        calls it (fastserver.workers): it finishes each request it accepted, whatever
+        ``daemon_threads`` says; the worker's watchdog ends a wait past ``graceful_timeout``."""
+        with self._lock:
+            while self._running:
+                self._changed.wait()
+            adopted = list(self._adopted)
+        for group in adopted:
+            group.join_all()
+
     def join(self):
-        """Wait for the running jobs of non-daemon threads, then stop every parked thread."""
+        """Wait for the running jobs of non-daemon threads, then stop every idle thread."""
         with self._lock:
             while self._busy:
                 self._changed.wait()
         self.close(wait=True)
 
     def close(self, wait=False):
-        """Stop parked threads now and busy ones when their job ends; join them if ``wait``."""
+        """Stop idle threads now and busy ones when their job ends; join them if ``wait``."""
         with self._lock:
             self._closed = True
             adopted, self._adopted = self._adopted, []
             idle, self._idle = self._idle, []
-            for worker in idle:
-                self._workers.discard(worker)
-                worker.wake.release()  # with no job: the thread returns
+            for each in idle:
+                self._threads.discard(each)
+                each.wake.release()  # with no job: the thread returns
         for group in adopted:
             group.join() if wait else group.close()
         if wait:
-            for worker in idle:
-                if worker.thread is not None and worker.thread is not threading.current_thread():
-                    worker.thread.join()
+            for each in idle:
+                if each.thread is not None and each.thread is not threading.current_thread():
+                    each.thread.join()

@@ -28,15 +28,20 @@ class LoopState:
       thread alone reads and writes it.
     - ``accept_error``: the errno of the last failed ``get_request()`` (0 after a success),
       written by ``_handle_request_noblock()`` and read by the pure loop, in the loop's thread.
+    - ``finish_until``: None, or in a worker process that stops gracefully the monotonic() time
+      until which a loop that ends serves the silent connections it holds as they speak
+      (instead of closing them); set by the worker's stop signal handler, read when the loop
+      ends.
     """
 
-    __slots__ = ("shutdown_request", "loop", "silent", "accept_error")
+    __slots__ = ("shutdown_request", "loop", "silent", "accept_error", "finish_until")
 
     def __init__(self):
         self.shutdown_request = False
         self.loop = None
         self.silent = None
         self.accept_error = 0
+        self.finish_until = None
 
     def wake(self):
         """End the running loop's current wait, if a loop runs (it then looks at its state)."""

@@ -8,8 +8,15 @@ timeout without a handler ever running. That is what keeps an idle flood from st
 whose threads are bounded (``max_threads``), or a single-threaded one.
 
 Both cores use this class; each passes its own poller functions and dispatch.
+
+When a loop ends, the connections it holds are closed, as the listener's backlog would be; but in
+a worker process that stops gracefully (``fastserver.workers`` sets its LoopState's
+``finish_until``), the loop ends by serving each one that speaks before its
+``first_data_timeout``, up to the worker's ``graceful_timeout``: a worker finishes what it
+accepted.
 """
 
+import selectors
 from collections import deque
 from time import monotonic
 
@@ -93,10 +100,14 @@ class SilentConnections:
                 self._close(request)
                 raise
 
-    def close_all(self, accepting=None):
+    def close_all(self, accepting=None, finish_until=None):
         """The loop ends: process the readable connections that a free thread can take now, and
-        close the rest (as the listener's backlog would be) and every silent one."""
+        close the rest (as the listener's backlog would be) and every silent one. With
+        ``finish_until`` (a monotonic() time: a worker that stops), serve them as they speak
+        until then first."""
         try:
+            if finish_until is not None:
+                self._serve_until(finish_until)
             self.dispatch(accepting)
         finally:
             waiting, self._waiting = self._waiting, {}
@@ -106,3 +117,32 @@ class SilentConnections:
                 self._unwatch(fd)
             for request, _ in [*waiting.values(), *ready]:
                 self._close(request)
+
+    def _serve_until(self, deadline):
+        """Serve the held connections as they speak, without the loop's poller (its loop has
+        ended): each readable one is processed (waiting for a free thread under max_threads),
+        each silent past first_data_timeout closed, until none is held or ``deadline`` passes;
+        then those still silent are closed."""
+        loop_unwatch = self._unwatch
+        with selectors.DefaultSelector() as selector:
+            for fd in self._waiting:
+                loop_unwatch(fd)
+                selector.register(fd, selectors.EVENT_READ)
+            self._unwatch = selector.unregister  # readable() and expire() unwatch from here
+            try:
+                while True:
+                    self.dispatch()
+                    due = self.next_timeout()
+                    left = deadline - monotonic()
+                    if due is None or left <= 0:
+                        break
+                    for key, _ in selector.select(min(due, left)):
+                        self.readable(key.fd)
+                    self.expire()
+            finally:
+                self._unwatch = loop_unwatch
+                silent, self._waiting = self._waiting, {}
+                self._deadlines.clear()
+                for fd, (request, _) in silent.items():
+                    selector.unregister(fd)
+                    self._close(request)

@@ -23,6 +23,22 @@ if hasattr(socket, "AF_UNIX"):
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
+# fastserver is a drop-in for the socketserver of the Python that runs it: a stdlib attribute is
+# on fastserver's classes exactly where that Python's socketserver has it, with the same default
+# and the same effect. The attributes that not every supported Python has, and the version that
+# added each; the class bodies below and tests/test_servers.py read this table.
+_STDLIB_ADDED = {
+    "allow_reuse_port": (3, 11),  # TCPServer, UDPServer: SO_REUSEPORT in server_bind()
+}
+
+
+def _stdlib_has(name):
+    """True when the running Python's socketserver has the attribute ``name``."""
+    return sys.version_info >= _STDLIB_ADDED[name]
+
+
+_REUSE_PORT = _stdlib_has("allow_reuse_port")
+
 
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int):
@@ -87,7 +103,7 @@ class BaseServer:
     - address_family
     - socket_type
     - allow_reuse_address
-    - allow_reuse_port
+    - allow_reuse_port (Python 3.11 and later, as in the standard library)
 
     Instance variables:
 
@@ -314,7 +330,7 @@ class TCPServer(BaseServer):
     - socket_type
     - request_queue_size (only for stream sockets)
     - allow_reuse_address
-    - allow_reuse_port
+    - allow_reuse_port (Python 3.11 and later, as in the standard library)
     - tcp_nodelay (fastserver: TCP_NODELAY on accepted TCP connections, default True)
 
     Instance variables:
@@ -328,7 +344,8 @@ class TCPServer(BaseServer):
     socket_type = socket.SOCK_STREAM
     request_queue_size = 5
     allow_reuse_address = False
-    allow_reuse_port = False
+    if _REUSE_PORT:
+        allow_reuse_port = False
     # fastserver: TCP_NODELAY on accepted TCP connections, so that a reply written in two parts
     # (http.server: headers, then body) is not held back by Nagle's algorithm waiting for the
     # client's delayed ACK (~40 ms a request on keep-alive). False gives the stdlib's behaviour.
@@ -369,7 +386,8 @@ class TCPServer(BaseServer):
         """Called by constructor to bind the socket.  May be overridden."""
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        # (3.10's socketserver has no allow_reuse_port: there, a subclass's is ignored too.)
+        if _REUSE_PORT and self.allow_reuse_port and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.socket.bind(self.server_address)
         self.server_address = self.socket.getsockname()
@@ -412,7 +430,8 @@ class UDPServer(TCPServer):
     """UDP server class."""
 
     allow_reuse_address = False
-    allow_reuse_port = False
+    if _REUSE_PORT:
+        allow_reuse_port = False
     socket_type = socket.SOCK_DGRAM
     max_packet_size = 8192
 
