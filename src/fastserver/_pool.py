@@ -2,10 +2,11 @@
 
 The standard library starts a thread per request and lets it die; starting one costs tens of
 microseconds and a GIL round trip. Here a thread that finishes a request waits idle on its own
-lock and takes the next one; it exits after ``IDLE_SECONDS`` without work, or when the server closes. The
-semantics stay the stdlib's: one thread per concurrent request, no cap unless ``max_threads``,
-``daemon_threads`` honoured, an exception that escapes a request goes to ``threading.excepthook``.
-(A worker process that stops waits for daemon threads' requests too: ``finish_jobs()``.)
+lock and takes the next one; it exits after ``IDLE_SECONDS`` without work, or when the server
+closes. The semantics stay the stdlib's: one thread per concurrent request, no cap unless
+``max_threads``, ``daemon_threads`` honoured, an exception that escapes a request goes to
+``threading.excepthook``. (A worker process that stops waits for daemon threads' requests too:
+``finish_jobs()``.)
 """
 
 import itertools
