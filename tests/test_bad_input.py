@@ -10,7 +10,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import (
+from helpers import (
     bounded,
     client_for,
     closed_by_peer,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import child_env, make_server, serving
+from helpers import child_env, make_server, serving
 
 import fastserver
 from fastserver import bench

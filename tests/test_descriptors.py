@@ -18,7 +18,7 @@ import sys
 import threading
 
 import pytest
-from conftest import TIMEOUT, child_env, wait_until
+from helpers import TIMEOUT, child_env, wait_until
 
 CONCURRENT = 200
 # What fastserver's compiled core may hold beyond the stdlib's descriptors, whatever the number of

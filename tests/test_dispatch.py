@@ -7,7 +7,7 @@ import sys
 import threading
 
 import pytest
-from conftest import (
+from helpers import (
     KINDS,
     TIMEOUT,
     bounded,

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, ask, closed_by_peer, make_server, serving, wait_until
+from helpers import TIMEOUT, ask, closed_by_peer, make_server, serving, wait_until
 
 
 class Recorder:

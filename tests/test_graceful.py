@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, child_env, wait_until
+from helpers import TIMEOUT, child_env, wait_until
 
 import fastserver
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     DGRAM_KINDS,
     TIMEOUT,
     bounded,

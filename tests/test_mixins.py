@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     TIMEOUT,
     bounded,
     client_for,

@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     TIMEOUT,
     ask,
     bounded,

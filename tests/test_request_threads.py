@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, bounded, client_for, make_server, receive, send, serving, wait_until
+from helpers import TIMEOUT, bounded, client_for, make_server, receive, send, serving, wait_until
 
 import fastserver
 

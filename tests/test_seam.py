@@ -9,7 +9,7 @@ import errno
 import threading
 
 import pytest
-from conftest import TIMEOUT, make_server, serving, talk
+from helpers import TIMEOUT, make_server, serving, talk
 
 from fastserver import _policy, _seam, servers
 
@@ -169,3 +169,26 @@ def test_an_override_on_the_instance_counts_too(fast):
     with serving(server):
         assert talk(server, b"x") == b""
     assert len(calls) == 1
+
+
+# --- the cores, switched together ---------------------------------------------------------------
+
+
+def test_switching_the_core_switches_its_loops_streams_and_parser(core):
+    import fastserver
+    from fastserver import proxy
+
+    assert fastserver.IMPLEMENTATION == core.implementation
+    assert proxy.IMPLEMENTATION == core.name
+    streams = {}
+
+    class Handler(fastserver.StreamRequestHandler):
+        def handle(self):
+            streams["rfile"] = type(self.rfile).__module__
+            self.wfile.write(self.rfile.readline())
+
+    server = make_server(fastserver, "tcp", Handler)
+    with serving(server):
+        assert talk(server, b"hi\n") == b"hi\n"
+    assert (streams["rfile"] == "fastserver._stream") == (core.name == "cython")
+    assert (core.turns is not None) == (core.name == "cython")

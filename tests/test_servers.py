@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     KINDS,
     NO_EXTENSIONS,
     STREAM_KINDS,

@@ -22,7 +22,7 @@ import threading
 import time
 
 import pytest
-from conftest import NO_EXTENSIONS, TIMEOUT
+from helpers import NO_EXTENSIONS, TIMEOUT
 
 from fastserver import _stream_py
 

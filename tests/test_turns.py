@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import TIMEOUT, _module, client_for, make_server, serving
+from helpers import TIMEOUT, client_for, make_server, serving, using
 
 import fastserver
 
@@ -28,7 +28,7 @@ PATIENCE = 2.0
 
 @pytest.fixture
 def compiled():
-    with _module("cython") as module:
+    with using("cython") as module:
         if fastserver._cores.active.turns is None:
             pytest.fail("the compiled core runs without the compiled stream files")
         yield module
