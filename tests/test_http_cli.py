@@ -45,6 +45,10 @@ def environment(**extra):
     return env
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Server:
     """A ``python -m <module>`` HTTP server in a subprocess; stop() kills it if still running."""
 
@@ -54,8 +58,11 @@ class Server:
             env["PYTHONUNBUFFERED"] = "1"
         self.stdout, self.stderr = [], []
         self._lines = queue.Queue()
+        # The server takes Python's SIGINT handler even if this process ignores SIGINT (pytest
+        # started in the background, or under nohup): a child inherits an ignored signal.
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=_default_sigint)
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, self._lines),
                              daemon=True),
