@@ -97,10 +97,12 @@ class Supervisor:
         return saved
 
     def _spawn(self, index):
+        supervisor = os.getpid()  # before fork(): the child may outlive it before it asks
         pid = os.fork()
         if pid == 0:
             self.loop.close()  # the parent's; the worker makes its own
-            _run_worker(self.server, self.state, index, self.poll_interval)  # never returns
+            _run_worker(self.server, self.state, supervisor, index,
+                        self.poll_interval)  # never returns
         self.workers[pid] = index
 
     def _reload(self):
@@ -279,11 +281,10 @@ def _finish_requests(server):
         server.collect_children(blocking=True)
 
 
-def _run_worker(server, state, index, poll_interval):
+def _run_worker(server, state, supervisor, index, poll_interval):
     """A worker: the ordinary loop on the inherited socket until SIGTERM/SIGINT; then it finishes
     the requests it accepted (up to graceful_timeout), closes the server and exits."""
     status = 0
-    parent = os.getppid()
     try:
         server.worker_id = index
         state.shutdown_request = False
@@ -294,7 +295,7 @@ def _run_worker(server, state, index, poll_interval):
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stop)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        if _stop_with_parent() and os.getppid() != parent:
+        if _stop_with_parent() and os.getppid() != supervisor:
             return  # the parent died before the signal was asked for
         try:
             server.serve_forever(poll_interval)
