@@ -138,6 +138,7 @@ cdef class Acceptors:
     cdef Parking *parked  # idle threads without a slot, the most recently parked first
     # Under the GIL:
     cdef set threads  # the RequestThreads alive
+    cdef list leaving  # the threading.Threads of those that left it: still ending
     cdef object __weakref__
 
     def __cinit__(self, server, Dispatcher dispatcher):
@@ -150,6 +151,7 @@ cdef class Acceptors:
             raise MemoryError()
         self.server = server
         self.threads = set()
+        self.leaving = []
         self.dispatcher = dispatcher
         self.listen_fd = dispatcher.listen_fd
         self.max_threads = -1 if server.max_threads is None else max(int(server.max_threads), 1)
@@ -219,6 +221,7 @@ cdef class Acceptors:
                     each.thread.join()
                 except RuntimeError:
                     pass  # not started yet: it finds the threads stopped and exits
+        self.join_leaving()
 
     def join_all(self):
         """stop(), then wait for every thread, those running a daemon thread's request too: a
@@ -232,6 +235,17 @@ cdef class Acceptors:
                     each.thread.join()
                 except RuntimeError:
                     pass  # not started yet: it finds the threads stopped and exits
+        self.join_leaving()
+
+    cdef int join_leaving(self) except -1:
+        """Wait for the threads that have left ``threads`` and are ending (their request and
+        its hooks are over: a moment), so that none outlives server_close()."""
+        current = threading.current_thread()
+        for thread in self.leaving:
+            if thread is not current:
+                thread.join()
+        self.leaving = []
+        return 0
 
     # --- the mutex: held only for a few instructions or a non-blocking accept()
 
@@ -347,6 +361,7 @@ cdef class Acceptors:
             started.thread = threading.Thread(target=self.run, args=(started,),
                                               daemon=self.daemon,
                                               name=f"fastserver-{next(_pool._names)}")
+            self.leaving = [thread for thread in self.leaving if thread.is_alive()]
             self.threads.add(started)
             started.thread.start()
         except BaseException:
@@ -381,6 +396,7 @@ cdef class Acceptors:
                                                                    me.thread)))
                 me.busy = False
         finally:
+            self.leaving.append(me.thread)
             self.threads.discard(me)
 
     cdef int take(self, RequestThread me, sockaddr_storage *addr, socklen_t *length,
