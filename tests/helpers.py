@@ -254,3 +254,30 @@ def wait_until(predicate, timeout=TIMEOUT, interval=0.01):
             return False
         time.sleep(interval)
     return True
+
+
+# --- processes (Linux /proc) -----------------------------------------------------------------
+
+def children_of(pid):
+    """The pids whose parent is ``pid``, with their state letter (Z: a zombie)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found[int(entry)] = fields[0]
+    return found
+
+
+def alive(pid):
+    """True while ``pid`` runs (a zombie or a reaped process is not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from helpers import TIMEOUT, child_env, wait_until
+from helpers import TIMEOUT, alive, child_env, children_of, wait_until
 
 import fastserver
 
@@ -44,31 +44,6 @@ def env_for(core):
     if core == "python":
         env["FASTSERVER_NO_EXTENSIONS"] = "1"
     return env
-
-
-def children_of(pid):
-    """The pids whose parent is ``pid`` (zombies included)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def alive(pid):
-    """True while ``pid`` runs (a zombie or a reaped process is not alive)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def pattern(size):
@@ -145,7 +120,7 @@ class Server:
         """The parent has exited: none of its workers or their request processes may run on."""
         left = [pid for pid in self.seen if alive(pid)]
         assert not left, f"left running: {left}"
-        assert children_of(self.proc.pid) == []  # reaped (wait() reaped the parent)
+        assert not children_of(self.proc.pid)  # reaped (wait() reaped the parent)
 
     def errors(self):
         self.stderr.flush()

@@ -21,9 +21,11 @@ import time
 import pytest
 from helpers import (
     TIMEOUT,
+    alive,
     ask,
     bounded,
     child_env,
+    children_of,
     client_for,
     closed_by_peer,
     core_of,
@@ -89,30 +91,6 @@ def describe_fds(fds):
         except OSError:
             names[fd] = "?"
     return names
-
-
-def children_of(pid):
-    """The pids whose parent is ``pid``, with their state letter (Z: a zombie)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found[int(entry)] = fields[0]
-    return found
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def line_handler(module, respond=lambda line: b"ok " + line):
