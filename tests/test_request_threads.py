@@ -161,18 +161,23 @@ def test_an_exception_out_of_handle_error_goes_to_excepthook_and_serving_goes_on
             assert receive(client, server) == b"good"
 
 
+def echo_from_many(server, count):
+    """``count`` clients connect at once, each sends its number, and each gets it back."""
+    clients = [client_for(server) for _ in range(count)]
+    try:
+        for i, client in enumerate(clients):
+            send(client, server, b"%d" % i)
+        for i, client in enumerate(clients):
+            assert receive(client, server) == b"%d" % i
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_many_connections_at_once_are_all_served(ss):
     server = threaded(ss, lambda handler, data: data, request_queue_size=128)
     with serving(server):
-        clients = [client_for(server) for _ in range(64)]
-        try:
-            for i, client in enumerate(clients):
-                send(client, server, b"%d" % i)
-            for i, client in enumerate(clients):
-                assert receive(client, server) == b"%d" % i
-        finally:
-            for client in clients:
-                client.close()
+        echo_from_many(server, 64)
 
 
 def test_the_compiled_core_lets_the_request_threads_accept(fast):
@@ -257,15 +262,7 @@ def test_idle_threads_serve_the_next_burst_and_stop_at_once(fast):
     server = threaded(fast, respond, request_queue_size=2 * count)  # no connection refused
     with serving(server, close=False):
         for _ in range(2):
-            clients = [client_for(server) for _ in range(count)]
-            try:
-                for i, client in enumerate(clients):
-                    send(client, server, b"%d" % i)
-                for i, client in enumerate(clients):
-                    assert receive(client, server) == b"%d" % i
-            finally:
-                for client in clients:
-                    client.close()
+            echo_from_many(server, count)
         assert len(server._threads) <= count * 3 // 2  # the first burst's threads, reused
     started = time.monotonic()
     server.server_close()  # block_on_close: joins every thread
