@@ -1,7 +1,7 @@
 # Everyday targets; the sanitizer runs build in a scratch copy (scripts/sanitize.sh).
 PYTHON ?= python
 
-.PHONY: build test asan valgrind sanitize lint
+.PHONY: build test asan valgrind tsan sanitize lint
 
 build:
 	FASTSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) setup.py build_ext --inplace -q
@@ -14,6 +14,9 @@ asan:
 
 valgrind:
 	PYTHON=$(PYTHON) scripts/sanitize.sh valgrind
+
+tsan:
+	PYTHON=$(PYTHON) scripts/sanitize.sh tsan
 
 sanitize:
 	PYTHON=$(PYTHON) scripts/sanitize.sh all

@@ -9,10 +9,24 @@
 #             compiled core's params) under valgrind memcheck with PYTHONMALLOC=malloc; fails on
 #             any error with a frame in fastserver's objects (_core, _acceptors, _stream, _proxy,
 #             and the C in csrc/).
+#   tsan      data races: a free-threaded CPython built with --with-thread-sanitizer
+#             (scripts/free-threaded-python.sh --tsan: about 12 minutes the first time, then
+#             reused), a virtual environment for it beside it in the cache (a few minutes, once),
+#             the extensions built with -fsanitize=thread FASTSERVER_DEBUG=1, and the threaded
+#             tests on the compiled core run under it, with PYTHON_GIL=0 while the extensions
+#             would turn the GIL back on. Fails on any ThreadSanitizer report with a frame in
+#             fastserver's code (its .so files, src/fastserver, csrc/). Reports wholly inside
+#             CPython are listed, not fatal, and labelled known where CPython's own list
+#             (Tools/tsan/suppressions_free_threading.txt) or scripts/tsan-suppressions.txt
+#             names them; TSan itself suppresses nothing, so no CPython pattern can hide one of
+#             ours. Not part of all.
 #
-# Usage: scripts/sanitize.sh [asan|valgrind|all] [-- extra pytest arguments]   (default: all)
+# Usage: scripts/sanitize.sh [asan|valgrind|tsan|all] [-- extra pytest arguments]
+#        (default: all, which is asan and valgrind)
 # Environment: KEEP=1 keeps the scratch copy; VALGRIND_TESTS overrides the valgrind subset;
-#              ASAN_TESTS overrides the suite run under ASan (default: tests).
+#              ASAN_TESTS overrides the suite run under ASan (default: tests); TSAN_TESTS the
+#              files run under TSan, TSAN_SELECT their -k expression (default: the compiled
+#              core's cases and the tests that take no core).
 # Exit status: 0 clean, 1 a sanitizer/valgrind finding, 2 a build or setup failure. Test
 # failures alone (timing-sensitive tests can fail when slowed down) are reported, not fatal.
 set -uo pipefail
@@ -21,11 +35,15 @@ mode=${1:-all}
 shift || true
 [[ ${1:-} == -- ]] && shift
 extra=("$@")
-case $mode in asan|valgrind|all) ;; *) echo "usage: $0 [asan|valgrind|all] [-- pytest args]" >&2; exit 2;; esac
+case $mode in asan|valgrind|tsan|all) ;;
+    *) echo "usage: $0 [asan|valgrind|tsan|all] [-- pytest args]" >&2; exit 2;; esac
 
 root=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel) || exit 2
 # The interpreter itself, not a wrapper (a pyenv shim is a shell script: valgrind would run that).
 python=$("${PYTHON:-python}" -c 'import sys; print(sys.executable)') || exit 2
+if [[ $mode == tsan ]]; then  # before the scratch copy: the first build takes long
+    tsan_python=$("$root/scripts/free-threaded-python.sh" --tsan | tail -n1) || exit 2
+fi
 scratch=$(mktemp -d /tmp/fastserver-sanitize.XXXXXX)
 cleanup() { if [[ ${KEEP:-0} == 1 ]]; then echo "scratch copy kept: $scratch"; else rm -rf "$scratch"; fi; }
 trap cleanup EXIT
@@ -145,7 +163,168 @@ EOF
     fi
 }
 
+run_tsan() {
+    # The interpreter's own runs (venv, pip, the build) are not what is judged: no reports there.
+    local quiet="report_bugs=0:exitcode=0"
+    local venv
+    venv="$(dirname "$(dirname "$tsan_python")")-venv"
+    if ! TSAN_OPTIONS=$quiet "$venv/bin/python" -c 'import pytest, hypothesis, Cython' 2>/dev/null; then
+        echo "== TSan: a virtual environment for $tsan_python in $venv (a few minutes, once)"
+        rm -rf "$venv"
+        TSAN_OPTIONS=$quiet "$tsan_python" -m venv "$venv" || exit 2
+        # hypothesis: its newest releases have native wheels only, none for cp313t.
+        TSAN_OPTIONS=$quiet "$venv/bin/python" -m pip install -q --only-binary=hypothesis \
+            'hypothesis==6.155.7' pytest 'cython>=3.1' setuptools >pip.log 2>&1 \
+            || { echo "pip failed:"; tail -20 pip.log; exit 2; }
+    fi
+    local tsan_py=$venv/bin/python
+    echo "== TSan: building with -fsanitize=thread for $tsan_python"
+    local started=$SECONDS
+    local host_python=$python
+    python=$tsan_py
+    TSAN_OPTIONS=$quiet build FASTSERVER_SANITIZE=thread
+    python=$host_python
+    echo "   built in $((SECONDS - started)) s"
+    # Until every extension declares that it runs without the GIL, importing one turns the GIL
+    # back on: then the tests run with PYTHON_GIL=0, or TSan would see one thread at a time.
+    local gil
+    gil=$(env -u PYTHON_GIL TSAN_OPTIONS=$quiet PYTHONPATH=src "$tsan_py" -W ignore -c '
+import sys, fastserver, fastserver._core, fastserver._acceptors, fastserver._stream
+import fastserver._dispatch, fastserver._turns, fastserver._proxy
+assert fastserver.IMPLEMENTATION.startswith("cython-"), fastserver.IMPLEMENTATION
+print(int(sys._is_gil_enabled()))') || exit 2
+    local gil_env=()
+    if [[ $gil == 1 ]]; then
+        gil_env=(PYTHON_GIL=0)
+        echo "   the extensions turn the GIL on: the tests run with PYTHON_GIL=0"
+    else
+        echo "   the GIL stays off without PYTHON_GIL"
+    fi
+    local tests=${TSAN_TESTS:-}
+    if [[ -z $tests ]]; then
+        for candidate in tests/test_races.py tests/test_request_threads.py tests/test_stream.py \
+                tests/test_servers.py tests/test_mixins.py tests/test_dispatch.py \
+                tests/test_first_data.py; do  # not test_turns.py: no turns without the GIL
+            [[ -e $candidate ]] && tests+="$candidate "
+        done
+    fi
+    mkdir -p tsan-logs
+    started=$SECONDS
+    # shellcheck disable=SC2086
+    env "${gil_env[@]}" PYTHONPATH=src \
+        TSAN_OPTIONS="log_path=$scratch/tsan-logs/tsan:exitcode=0:halt_on_error=0:second_deadlock_stack=1" \
+        timeout 3000 "$tsan_py" -m pytest $tests -q -p no:cacheprovider \
+        -k "${TSAN_SELECT:-not python and not stdlib}" "${extra[@]}" >tsan-pytest.log 2>&1
+    local rc=$?
+    echo "   pytest exit $rc in $((SECONDS - started)) s: $(tail -1 tsan-pytest.log)"
+    # Reports are judged here, none suppressed in TSan itself: a CPython pattern could hide one
+    # of ours. The lists only label CPython's reports as known.
+    "$python" - "$(dirname "$tsan_python")/../lib/tsan-suppressions-cpython.txt" \
+        "$root/scripts/tsan-suppressions.txt" tsan-logs/tsan.* <<'PYTHON'
+import os
+import re
+import sys
+
+# A frame in fastserver's code: its extensions (CPython's inline functions compiled into them
+# count: our code called them), the Cython and C sources.
+ours = re.compile(r"\((_core|_acceptors|_stream|_proxy|_dispatch|_turns)\.cpython-[^ )]*\.so\+0x"
+                  r"|\b(src/fastserver|csrc)/")
+frame = re.compile(r"\s+#(\d+) (\S+)")
+
+
+def patterns(path):
+    """(kind, regex) for each line of a TSan suppressions file."""
+    found = []
+    for line in open(path) if os.path.exists(path) else ():
+        line = line.split("#", 1)[0].strip()
+        if ":" in line:
+            kind, text = line.split(":", 1)
+            text = re.escape(text).replace(r"\*", ".*").replace(r"\^", "^").replace(r"\$", "$")
+            found.append((kind, re.compile(text)))
+    return found
+
+
+known = patterns(sys.argv[1]) + patterns(sys.argv[2])
+
+
+def label(kind, stacks):
+    """The suppression line that would name this report (TSan's matching), or None."""
+    for name, regex in known:
+        if name == "race_top" and kind == "race":
+            names = [stack[0] for stack in stacks if stack]
+        elif name == kind or (name, kind) == ("thread", "thread leak"):
+            names = [function for stack in stacks for function in stack]
+        else:
+            continue
+        if any(regex.search(function) for function in names):
+            return f"{name}:{regex.pattern}"
+    return None
+
+
+def reports(path):
+    report = None
+    for line in open(path, errors="replace"):
+        if line.startswith("WARNING: ThreadSanitizer:"):
+            report = []
+        if report is not None:
+            report.append(line.rstrip("\n"))
+            if line.startswith("SUMMARY: ThreadSanitizer:"):
+                yield report
+                report = None
+
+
+found_ours, found_theirs = {}, {}
+for path in sys.argv[3:]:
+    for report in reports(path):
+        kind = re.sub(r" \(pid=\d+\)$", "", report[0].split("ThreadSanitizer: ", 1)[1])
+        kind = {"data race": "race", "data race on vptr (ctor/dtor vs virtual call)": "race"}.get(
+            kind, kind)
+        stacks = []
+        for text in report:
+            match = frame.match(text)
+            if match:
+                if match.group(1) == "0":
+                    stacks.append([])
+                stacks[-1].append(match.group(2))
+        summary = report[-1].split("ThreadSanitizer: ", 1)[1]  # the kind and the top frame
+        if any(ours.search(text) for text in report if frame.match(text)):
+            entry = found_ours.setdefault(summary, [path, report, 0])
+        else:
+            entry = found_theirs.setdefault(summary, [path, label(kind, stacks), 0])
+        entry[2] += 1
+for summary, (path, report, count) in found_ours.items():
+    # The two accesses' stacks (their first frames), what the memory is, the summary; not the
+    # stacks where the threads and the memory were made.
+    print(f"!! x{count}, first in {path}:")
+    section = ""
+    for text in report:
+        match = frame.match(text)
+        if not match and text.strip():
+            section = text.strip()
+            if section.startswith(("Thread T", "Mutex M")):
+                continue
+        elif match and (int(match.group(1)) >= 8 or section.startswith(
+                ("Location", "Thread T", "Mutex M"))):
+            continue
+        if text.strip():
+            print("   " + text)
+for summary, (path, why, count) in sorted(found_theirs.items(), key=lambda kv: str(kv[1][1])):
+    print(f"   CPython's alone ({why or 'in no list'}), x{count}: {summary}")
+print(f"   TSan: {len(found_ours)} place(s) in fastserver's code, {len(found_theirs)} in "
+      f"CPython's alone ({sum(1 for v in found_theirs.values() if v[1])} of them in a list)")
+sys.exit(1 if found_ours else 0)
+PYTHON
+    (($? == 0)) || status=1
+    if ((rc != 0 && rc != 1)); then
+        echo "!! pytest under TSan ended abnormally (exit $rc):"; tail -30 tsan-pytest.log
+        status=1
+    elif ((rc == 1)); then
+        grep -E "^(FAILED|ERROR) " tsan-pytest.log | sed 's/^/   /'
+    fi
+}
+
 [[ $mode == asan || $mode == all ]] && run_asan
 [[ $mode == valgrind || $mode == all ]] && run_valgrind
+[[ $mode == tsan ]] && run_tsan
 echo "== result: $([[ $status == 0 ]] && echo clean || echo FINDINGS)"
 exit $status
