@@ -19,10 +19,8 @@ hand (Python 3.14's ``HTTPSServer``) fails the handshake inside ``accept()`` and
 the OSError. Nothing here imports ``ssl`` until a server uses TLS.
 """
 
-import select
 import socket
 import sys
-from time import monotonic
 
 #: step() results: the handshake is complete, or waits for the client's next bytes.
 DONE = "done"
@@ -78,17 +76,14 @@ def handshake(tls, timeout):
     """Complete ``tls``'s handshake within ``timeout`` seconds in all, however the client splits
     or delays its messages; its blocking mode and timeout are left as they were. Raises
     TimeoutError when it takes longer, ssl.SSLError or OSError when it fails."""
-    deadline = monotonic() + timeout
     previous = tls.gettimeout()
-    tls.setblocking(False)
+    # The ssl module runs the whole handshake in C, the GIL released around each step, and
+    # bounds it all by the socket's timeout (a deadline, not a timeout per read).
+    tls.settimeout(timeout)
     try:
-        while True:
-            wait = _try(tls)
-            if wait is None:
-                return
-            left = deadline - monotonic()
-            if left <= 0 or not _wait(tls, wait, left):
-                raise TimeoutError("timed out in the TLS handshake")
+        tls.do_handshake()
+    except TimeoutError:
+        raise TimeoutError("timed out in the TLS handshake") from None
     finally:
         tls.settimeout(previous)
 
@@ -98,29 +93,12 @@ def step(tls):
     DONE, or WAITING for the client's next bytes. Raises ssl.SSLError or OSError when it fails,
     and BlockingIOError when it could only go on once the client reads what was sent (its
     receive window is full: the loop never waits on one client)."""
-    wait = _try(tls)
-    if wait is None:
-        return DONE
-    if wait == select.POLLIN:
-        return WAITING
-    raise BlockingIOError("the TLS client does not read the handshake")
-
-
-def _try(tls):
-    """One do_handshake(): None when complete, else the poll event it waits for."""
     import ssl
 
     try:
         tls.do_handshake()
     except ssl.SSLWantReadError:
-        return select.POLLIN
+        return WAITING
     except ssl.SSLWantWriteError:
-        return select.POLLOUT
-    return None
-
-
-def _wait(tls, event, seconds):
-    """Wait up to ``seconds`` for ``event`` on ``tls`` (the GIL released); True when ready."""
-    poller = select.poll()
-    poller.register(tls.fileno(), event)
-    return bool(poller.poll(seconds * 1000.0))
+        raise BlockingIOError("the TLS client does not read the handshake") from None
+    return DONE
