@@ -181,6 +181,28 @@ def test_the_constructor_takes_ssl_context(fast, certs, server_context):
                 b"SSLSocket one\ntwo\n"
 
 
+@pytest.mark.parametrize("base", BASES)
+def test_verify_request_sees_the_plain_connection_and_handle_request_serves_tls(
+        fast, certs, server_context, base):
+    recorder, seen = Recorder(), []
+
+    def verify_request(server, request, client_address):
+        seen.append(type(request))
+        return True
+
+    server = tls_server(fast, recorder, server_context, base, verify_request=verify_request)
+    with server:
+        replies = []
+        client = threading.Thread(target=lambda: replies.append(
+            tls_exchange(server.server_address, client_context(certs))[0]))
+        client.start()
+        server.handle_request()  # one request, its handshake waited for here
+        client.join(TIMEOUT)
+    assert replies == [b"SSLSocket one\ntwo\n"]
+    assert seen == [socket.socket]  # at accept, before the handshake
+    assert recorder.errors == []
+
+
 @pytest.mark.parametrize("buffers", [(-1, 0), (8192, 8192), (-1, 100)])
 def test_rfile_and_wfile_work_over_tls(fast, certs, server_context, buffers):
     class Echo(fast.StreamRequestHandler):
