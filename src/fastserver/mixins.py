@@ -1,6 +1,7 @@
 """ThreadingMixIn and ForkingMixIn: a thread or a child process per request, as in the stdlib."""
 
 import os
+import threading
 
 from . import _cores
 from ._pool import ThreadPool
@@ -8,6 +9,9 @@ from ._pool import ThreadPool
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
     __all__ += ["ForkingMixIn"]
+
+
+_pool_made = threading.Lock()  # one ThreadPool per server, however many threads ask at once
 
 
 class _NoThreads:
@@ -67,13 +71,17 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def _thread_pool(self):
-        """The ThreadPool (``_threads``), made at its first use."""
+        """The ThreadPool (``_threads``), made at its first use (by one thread only, should
+        two ask at once: handle_request() in several threads, a server_close() meanwhile)."""
         pool = self._threads
         if type(pool) is not ThreadPool:
-            # No turns over TLS: the ssl module's reads wait without giving a turn up.
-            turns = (_cores.active.turns
-                     if self.request_turns and self._tls_context() is None else None)
-            pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
+            with _pool_made:
+                pool = self._threads
+                if type(pool) is not ThreadPool:
+                    # No turns over TLS: the ssl module's reads wait without giving a turn up.
+                    turns = (_cores.active.turns
+                             if self.request_turns and self._tls_context() is None else None)
+                    pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
         return pool
 
     def process_request(self, request, client_address):
