@@ -273,11 +273,11 @@ def test_a_client_that_drips_its_handshake_is_closed_at_the_timeout(
     assert recorder.errors == []
 
 
-@pytest.mark.parametrize("kind", ["hand-wrapped", "http.server-3.14"])
+@pytest.mark.parametrize("kind", ["TCPServer", "ThreadingTCPServer", "http.server-3.14"])
 def test_a_listener_wrapped_by_hand_handshakes_off_the_loop(ss, certs, server_context, kind):
     """As Python 3.14's ThreadingHTTPSServer does, the listener is wrapped in server_activate():
     in the stdlib one silent client then blocks every other (the handshake runs in accept());
-    on fastserver the connections are accepted plain and handshake in their own threads."""
+    on fastserver the connections are accepted plain and handshake off the loop."""
     if kind == "http.server-3.14":
         module = fastserver.http.server if not is_stdlib(ss) else __import__("http.server").server
         if getattr(module, "ThreadingHTTPSServer", None) is None:
@@ -297,7 +297,7 @@ def test_a_listener_wrapped_by_hand_handshakes_off_the_loop(ss, certs, server_co
         request, expected = b"GET / HTTP/1.0\r\n\r\n", b"hi\n"
     else:
         recorder = Recorder()
-        server = tls_server(ss, recorder, None, "ThreadingTCPServer")
+        server = tls_server(ss, recorder, None, kind)
         server.socket = server_context.wrap_socket(server.socket, server_side=True)
         request, expected = b"one\ntwo\n", b"SSLSocket one\ntwo\n"
     with serving(server):
