@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,12 +28,15 @@ import fastserver
 
 TIMEOUT = 10  # seconds, for every socket and every wait on a subprocess
 START_TIMEOUT = 60  # a cold interpreter on a slow CI machine
-SERVING = re.compile(r"^Serving HTTP on (?P<host>\S+) port (?P<port>\d+) "
-                     r"\(http://(?P<url_host>\S+):(?P=port)/\) \.\.\.$")
+SERVING = re.compile(r"^Serving (?P<scheme>HTTPS?) on (?P<host>\S+) port (?P<port>\d+) "
+                     r"\((?i:(?P=scheme))://(?P<url_host>\S+):(?P=port)/\) \.\.\.$")
 HELLO = b"hello from fastserver\n"
 
 needs_protocol_option = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="http.server has no --protocol before Python 3.11")
+STDLIB_HAS_TLS_OPTIONS = sys.version_info >= (3, 14)
+TLS_OPTIONS = {"--tls-cert", "--tls-key", "--tls-password-file"}  # 3.14's, on every Python
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
 def environment(**extra):
@@ -75,6 +79,7 @@ class Server:
         match = SERVING.match(self.line)
         assert match, f"unexpected first line: {self.line!r}"
         self.host, self.port = match["host"], int(match["port"])
+        self.scheme = match["scheme"].lower()
 
     @staticmethod
     def _read(stream, lines, sink):
@@ -97,7 +102,7 @@ class Server:
         return line
 
     def url(self, path="/", host="127.0.0.1"):
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def interrupt(self):
         """Ctrl-C: SIGINT, then the exit status."""
@@ -316,11 +321,15 @@ FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol"}
 def test_help_lists_the_stdlibs_options():
     fast, std = run_cli("fastserver.http", "--help"), run_cli("http.server", "--help")
     assert (fast.returncode, std.returncode) == (0, 0), fast.stderr
-    assert set(options(fast.stdout)) == set(options(std.stdout)) | FASTSERVER_OPTIONS
+    assert set(options(fast.stdout)) == set(options(std.stdout)) | FASTSERVER_OPTIONS | TLS_OPTIONS
     for option in ("--bind", "--directory", "--cgi", "-h"):
         assert option in options(fast.stdout)
-    # The stdlib's help comes first, word for word; fastserver's own group follows it.
-    stdlib_part = normalise(fast.stdout).partition("\nfastserver:\n")[0]
+    # The stdlib's help comes first, word for word; fastserver's own group follows it. (Before
+    # 3.14 the stdlib lacks the TLS options, which come in its help's place for them.)
+    fast_help = fast.stdout
+    if not STDLIB_HAS_TLS_OPTIONS:
+        fast_help = re.sub(r"(?m)^  --tls-[^\n]*\n(?: {20,}\S[^\n]*\n)?", "", fast_help)
+    stdlib_part = normalise(fast_help).partition("\nfastserver:\n")[0]
     stdlib_usage, _, stdlib_rest = normalise(std.stdout).partition("\n\n")
     assert stdlib_part.partition("\n\n")[2].rstrip() == stdlib_rest.rstrip()
 
@@ -451,3 +460,91 @@ def test_main_installs_fastserver(site):
         "                'bind': '127.0.0.1'}, seen\n"
     )
     run_python(check, site)
+
+
+# --- HTTPS: --tls-cert, --tls-key, --tls-password-file (Python 3.14's options) ----------------
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """(certificate, key, locked key, password file) for localhost and 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key, locked, password = (directory / name for name in
+                                   ("cert.pem", "key.pem", "locked.pem", "password.txt"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=START_TIMEOUT)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:open sesame",
+                    "-out", str(locked)], check=True, capture_output=True, timeout=START_TIMEOUT)
+    password.write_text("open sesame\n")
+    return str(cert), str(key), str(locked), str(password)
+
+
+def curl_https(server, certificate, path="/hello.txt", *extra):
+    done = subprocess.run(["curl", "--silent", "--show-error", "--max-time", str(TIMEOUT),
+                           "--cacert", certificate[0], "--include", *extra, server.url(path)],
+                          capture_output=True, timeout=TIMEOUT * 2)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.partition(b"\r\n\r\n")
+
+
+@needs_curl
+@pytest.mark.parametrize("tls_version", ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"])
+def test_tls_cert_serves_https(start, site, certificate, tls_version):
+    server = fastserver_http(start, site, "--tls-cert", certificate[0],
+                             "--tls-key", certificate[1])
+    assert server.line == (f"Serving HTTPS on 127.0.0.1 port {server.port} "
+                           f"(https://127.0.0.1:{server.port}/) ...")
+    head, _, body = curl_https(server, certificate, "/hello.txt", *tls_version.split())
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and body == HELLO
+    if STDLIB_HAS_TLS_OPTIONS:  # the same reply from http.server's own
+        std = stdlib_http(start, site, "--tls-cert", certificate[0], "--tls-key", certificate[1])
+        assert std.line.replace(str(std.port), "PORT") == server.line.replace(
+            str(server.port), "PORT")
+        assert curl_https(std, certificate)[2] == body
+
+
+@needs_curl
+def test_tls_password_file_unlocks_the_key(start, site, certificate):
+    cert, _, locked, password = certificate
+    server = fastserver_http(start, site, "--tls-cert", cert, "--tls-key", locked,
+                             "--tls-password-file", password)
+    head, _, body = curl_https(server, certificate)
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and body == HELLO
+
+
+@needs_curl
+def test_tls_with_workers(start, site, certificate):
+    server = fastserver_http(start, site, "--tls-cert", certificate[0], "--tls-key",
+                             certificate[1], "--workers", "2")
+    for _ in range(4):
+        assert curl_https(server, certificate)[2] == HELLO
+
+
+def test_a_stalled_client_does_not_block_https(start, site, certificate):
+    server = fastserver_http(start, site, "--tls-cert", certificate[0],
+                             "--tls-key", certificate[1])
+    context = ssl.create_default_context(cafile=certificate[0])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT):  # silent
+        with urllib.request.urlopen(server.url("/hello.txt"), timeout=TIMEOUT,
+                                    context=context) as response:
+            assert response.read() == HELLO
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tls-key", "key.pem"], "--tls-key requires --tls-cert to be set"),
+    (["--tls-password-file", "pw.txt"], "--tls-password-file requires --tls-cert to be set"),
+    (["--tls-cert", "cert.pem", "--tls-password-file", "/nonexistent/pw.txt"],
+     "Failed to read TLS password file: "),
+])
+def test_tls_option_errors_are_314s(args, message):
+    def error(done):
+        return done.returncode, done.stderr.splitlines()[-1].partition(" error: ")[2]
+
+    fast = run_cli("fastserver.http", *args, "0")
+    assert error(fast)[0] == 2 and error(fast)[1].startswith(message)
+    if STDLIB_HAS_TLS_OPTIONS:
+        assert error(run_cli("http.server", *args, "0")) == error(fast)

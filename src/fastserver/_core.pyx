@@ -125,9 +125,11 @@ cdef class Loop:
             dispatcher.silent = SilentConnections(
                 hooks.first_data_timeout, self.watch, self.unwatch,
                 dispatcher.process_silent, server.handle_error, dispatcher.close_silent)
+            state.silent = dispatcher.silent  # as the pure core: process_request() may hold again
         try:
             self.run(state, dispatcher, _policy.Pacing(poll_interval))
         finally:
+            state.silent = None
             try:
                 if dispatcher.silent is not None:
                     dispatcher.silent.close_all(hooks.accepting, state.finish_until)

@@ -23,9 +23,10 @@ class LoopState:
       thread running ``serve_forever()`` when its loop ends; the loop reads it after every wait.
     - ``loop``: the running loop (its ``wake()`` ends the current wait), or None; written only by
       the thread running ``serve_forever()``, read by any.
-    - ``silent``: the pure core's silent connections (``first_data_timeout``) while its loop
-      runs, else None; ``_handle_request_noblock()`` holds new connections there. The loop's
-      thread alone reads and writes it.
+    - ``silent``: the loop's silent connections (``first_data_timeout``) while it runs, else
+      None; ``_handle_request_noblock()`` holds new connections there (the pure core), and a TLS
+      server's ``process_request()`` holds a connection again while its handshake waits for the
+      client (both cores). The loop's thread alone reads and writes it.
     - ``accept_error``: the errno of the last failed ``get_request()`` (0 after a success),
       written by ``_handle_request_noblock()`` and read by the pure loop, in the loop's thread.
     - ``finish_until``: None, or in a worker process that stops gracefully the monotonic() time

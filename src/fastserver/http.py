@@ -3,7 +3,13 @@
 The command line is the one ``http.server`` has on the running Python (the same options, defaults,
 help texts and output, dual-stack binding included); only the loop underneath is fastserver's::
 
-    python -m fastserver.http [--bind ADDRESS] [--directory DIR] [--protocol VERSION] [--cgi] [port]
+    python -m fastserver.http [--bind ADDRESS] [--directory DIR] [--protocol VERSION] [--cgi]
+                              [--tls-cert FILE [--tls-key FILE] [--tls-password-file FILE]]
+                              [port]
+
+The TLS options are Python 3.14's, offered on every Python: ``--tls-cert`` serves HTTPS, each
+connection's handshake in its own request thread, never in the accept loop (3.14's own
+``HTTPSServer`` handshakes inside ``accept()``, so one stalled client blocks the others).
 
 :func:`main` runs the command line. Once it has read its options it calls
 :func:`fastserver.install`, since the command line is ``python -m http.server`` on fastserver:
@@ -57,12 +63,53 @@ ThreadingHTTPServer = server.ThreadingHTTPServer
 BaseHTTPRequestHandler = server.BaseHTTPRequestHandler
 SimpleHTTPRequestHandler = server.SimpleHTTPRequestHandler
 CGIHTTPRequestHandler = getattr(server, "CGIHTTPRequestHandler", None)  # gone in Python 3.15
-ThreadingHTTPSServer = getattr(server, "ThreadingHTTPSServer", None)  # new in Python 3.14
 
-# What http.server's command line offers on this Python.
+# What http.server's command line offers on this Python (the TLS options: on every Python).
 _HAS_PROTOCOL_OPTION = sys.version_info >= (3, 11)
-_HAS_TLS_OPTIONS = ThreadingHTTPSServer is not None
 _HAS_CGI_OPTION = CGIHTTPRequestHandler is not None
+
+
+class HTTPSServer(HTTPServer):
+    """Python 3.14's ``http.server.HTTPSServer``, on every Python: HTTPServer over TLS.
+
+    ``certfile`` (the certificate chain), ``keyfile`` and ``password`` go to
+    ``SSLContext.load_cert_chain()``; ``alpn_protocols`` (default ``["http/1.1"]``) are the
+    protocols offered to ALPN. The context is made in server_activate(), as in 3.14; unlike 3.14
+    it becomes the server's ``ssl_context`` instead of wrapping the listening socket, so that each
+    connection's handshake runs off the accept loop (fastserver.servers, ``ssl_context``).
+    """
+
+    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True, *,
+                 certfile, keyfile=None, password=None, alpn_protocols=None):
+        try:
+            import ssl
+        except ImportError:
+            raise RuntimeError("SSL module is missing; HTTPS support is unavailable") from None
+        self.ssl = ssl
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.password = password
+        self.alpn_protocols = ["http/1.1"] if alpn_protocols is None else alpn_protocols
+        super().__init__(server_address, RequestHandlerClass, bind_and_activate)
+
+    def server_activate(self):
+        """Listen, and make the TLS context every connection is wrapped with."""
+        super().server_activate()
+        self.ssl_context = self._create_context()
+
+    def _create_context(self):
+        """The server-side SSLContext: the stdlib's defaults, the certificate, ALPN."""
+        context = self.ssl.create_default_context(self.ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.certfile, self.keyfile, self.password)
+        context.set_alpn_protocols(self.alpn_protocols)
+        return context
+
+
+class ThreadingHTTPSServer(fastserver.ThreadingMixIn, HTTPSServer):
+    """Python 3.14's ``http.server.ThreadingHTTPSServer``, on every Python: a thread per
+    request, each handshake in its request's thread."""
+
+    daemon_threads = True
 
 
 class DualStackMixIn:
@@ -88,10 +135,8 @@ class DualStackServer(DualStackMixIn, ThreadingHTTPServer):
     """The command line's HTTP server: ``ThreadingHTTPServer`` on fastserver, dual-stack."""
 
 
-if _HAS_TLS_OPTIONS:
-
-    class DualStackHTTPSServer(DualStackMixIn, ThreadingHTTPSServer):
-        """The command line's HTTPS server (Python 3.14+): dual-stack ``ThreadingHTTPSServer``."""
+class DualStackHTTPSServer(DualStackMixIn, ThreadingHTTPSServer):
+    """The command line's HTTPS server: dual-stack ``ThreadingHTTPSServer``."""
 
 
 def _best_family(host, port):
@@ -126,10 +171,11 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     """Serve until interrupted, as ``python -m http.server`` does; return 0 after Ctrl-C.
 
     The address family is the one ``bind`` resolves to first (all interfaces when None); the
-    handlers speak ``protocol`` and serve ``directory``. With ``tls_cert`` (Python 3.14+), the
-    server class is given ``certfile``, ``keyfile`` and ``password``. fastserver's additions:
-    ``workers`` processes, ``proxy_protocol`` headers, and ``listen_socket``, a socket already
-    bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``.
+    handlers speak ``protocol`` and serve ``directory``. With ``tls_cert``, the server class (an
+    HTTPS one, such as DualStackHTTPSServer) is given ``certfile``, ``keyfile`` and
+    ``password``. fastserver's additions: ``workers`` processes, ``proxy_protocol`` headers, and
+    ``listen_socket``, a socket already bound and listening (systemd's) to serve on instead of
+    binding ``bind`` and ``port``.
     """
     family, address = _best_family(bind, port)
     if listen_socket is not None:
@@ -147,12 +193,13 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
         "__module__": server_class.__module__,
         "__qualname__": server_class.__qualname__,
     })
-    if tls_cert:
-        httpd = cls(address, handler, certfile=tls_cert, keyfile=tls_key, password=tls_password)
-    elif listen_socket is not None:
-        httpd = cls.from_socket(listen_socket, handler)
+    tls = {"certfile": tls_cert, "keyfile": tls_key, "password": tls_password} if tls_cert else {}
+    if listen_socket is not None:
+        httpd = cls.from_socket(listen_socket, handler, **tls)
+        if tls:  # (from_socket() does not activate: the context is made here)
+            httpd.ssl_context = httpd._create_context()
     else:
-        httpd = cls(address, handler)
+        httpd = cls(address, handler, **tls)
     with httpd:
         host, port = httpd.socket.getsockname()[:2]
         url_host = f"[{host}]" if ":" in host else host
@@ -176,6 +223,7 @@ def _parser():
                             help="specify alternate bind address (default: all interfaces)")
         parser.add_argument("--directory", "-d", default=os.getcwd(),
                             help="specify alternate directory (default: current directory)")
+        _add_tls_options(parser)
         parser.add_argument("port", action="store", default=8000, type=int, nargs="?",
                             help="specify alternate port (default: 8000)")
         return parser
@@ -187,15 +235,19 @@ def _parser():
                         help="serve this directory (default: current directory)")
     parser.add_argument("-p", "--protocol", metavar="VERSION", default="HTTP/1.0",
                         help="conform to this HTTP version (default: %(default)s)")
-    if _HAS_TLS_OPTIONS:
-        parser.add_argument("--tls-cert", metavar="PATH",
-                            help="path to the TLS certificate chain file")
-        parser.add_argument("--tls-key", metavar="PATH", help="path to the TLS key file")
-        parser.add_argument("--tls-password-file", metavar="PATH",
-                            help="path to the password file for the TLS key")
+    _add_tls_options(parser)
     parser.add_argument("port", default=8000, type=int, nargs="?",
                         help="bind to this port (default: %(default)s)")
     return parser
+
+
+def _add_tls_options(parser):
+    """Python 3.14's TLS options, with its help texts (offered on every Python)."""
+    parser.add_argument("--tls-cert", metavar="PATH",
+                        help="path to the TLS certificate chain file")
+    parser.add_argument("--tls-key", metavar="PATH", help="path to the TLS key file")
+    parser.add_argument("--tls-password-file", metavar="PATH",
+                        help="path to the password file for the TLS key")
 
 
 def _add_fastserver_options(parser):
@@ -212,7 +264,9 @@ def main(argv=None):
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
     On top of http.server's options: ``--workers N`` and ``--proxy-protocol``; and a socket passed
-    by systemd's socket activation (or ``systemd-socket-activate``) is served instead of binding.
+    by systemd's socket activation (or ``systemd-socket-activate``) is served instead of binding,
+    over TLS too. The TLS options (``--tls-cert``, ``--tls-key``, ``--tls-password-file``) are
+    Python 3.14's, on every Python.
     Once the options are read, it calls :func:`fastserver.install`, as ``python -m http.server``
     on fastserver would.
     """
@@ -221,25 +275,22 @@ def main(argv=None):
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     tls = {}
-    if _HAS_TLS_OPTIONS:
-        if args.tls_key and not args.tls_cert:
-            parser.error("--tls-key requires --tls-cert to be set")
-        password = None
-        if args.tls_password_file:
-            if not args.tls_cert:
-                parser.error("--tls-password-file requires --tls-cert to be set")
-            try:
-                with open(args.tls_password_file, encoding="utf-8") as f:
-                    password = f.read().strip()
-            except OSError as e:
-                parser.error(f"Failed to read TLS password file: {e}")
-        if args.tls_cert:
-            tls = {"server_class": DualStackHTTPSServer, "tls_cert": args.tls_cert,
-                   "tls_key": args.tls_key, "tls_password": password}
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key requires --tls-cert to be set")
+    password = None
+    if args.tls_password_file:
+        if not args.tls_cert:
+            parser.error("--tls-password-file requires --tls-cert to be set")
+        try:
+            with open(args.tls_password_file, encoding="utf-8") as f:
+                password = f.read().strip()
+        except OSError as e:
+            parser.error(f"Failed to read TLS password file: {e}")
+    if args.tls_cert:
+        tls = {"server_class": DualStackHTTPSServer, "tls_cert": args.tls_cert,
+               "tls_key": args.tls_key, "tls_password": password}
     handler = CGIHTTPRequestHandler if getattr(args, "cgi", False) else SimpleHTTPRequestHandler
     listen_socket = systemd_socket()
-    if listen_socket is not None and tls:
-        parser.error("TLS options cannot be used with a socket passed by systemd")
     fastserver.install()  # the command line is http.server's, on fastserver: the whole process
     return serve(handler_class=handler, port=args.port, bind=args.bind,
                  protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,

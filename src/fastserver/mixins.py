@@ -53,11 +53,17 @@ class ThreadingMixIn:
     def process_request_thread(self, request, client_address):
         """Same as in BaseServer but as a thread.
 
-        In addition, exception handling is done here.
+        In addition, exception handling is done here. With TLS (fastserver's ssl_context) the
+        handshake runs here, after the PROXY header, and the handler gets the SSLSocket; a
+        failed or timed-out handshake closes the connection without a handler.
         """
         try:
             if self.proxy_protocol:
                 client_address = self.proxied_address(request, client_address)
+            if self._tls_context() is not None:
+                request, secured = self._start_tls(request)
+                if not secured:
+                    return  # closed below
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
@@ -72,7 +78,9 @@ class ThreadingMixIn:
             with _pool_made:
                 pool = self._threads
                 if type(pool) is not ThreadPool:
-                    turns = _cores.active.turns if self.request_turns else None
+                    # No turns over TLS: the ssl module's reads wait without giving a turn up.
+                    turns = (_cores.active.turns
+                             if self.request_turns and self._tls_context() is None else None)
                     pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
         return pool
 
@@ -161,8 +169,12 @@ if hasattr(os, "fork"):
             try:
                 if self.proxy_protocol:
                     client_address = self.proxied_address(request, client_address)
-                self.finish_request(request, client_address)
-                status = 0
+                secured = True
+                if self._tls_context() is not None:
+                    request, secured = self._start_tls(request)
+                if secured:
+                    self.finish_request(request, client_address)
+                    status = 0
             except Exception:
                 self.handle_error(request, client_address)
             finally:

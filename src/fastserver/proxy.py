@@ -28,6 +28,10 @@ What is accepted, following the specification:
   v2 version, command or family byte, an oversized length. v1 addresses and ports are checked
   once the CRLF is in.
 
+With TLS (a server's ``ssl_context``), the header is read off the raw connection first and the
+handshake follows it: a proxy in TCP mode (HAProxy ``mode tcp`` with ``send-proxy-v2``) passes
+the client's TLS through untouched after the header.
+
 Trust: only accept the header from proxies you trust, on a listener configured for it: whoever
 can connect to such a listener can claim any client address.
 """

@@ -12,8 +12,10 @@ import socket
 import sys
 import threading
 import traceback
+import weakref
+from time import monotonic
 
-from . import _cores, _seam
+from . import _cores, _seam, _tls, mixins
 from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -65,6 +67,13 @@ def _check_settings(server):
         _positive_int("max_threads", server.max_threads)
     if server.first_data_timeout is not None:
         _positive_seconds("first_data_timeout", server.first_data_timeout)
+    if server.ssl_context is not None:
+        _tls.check_context(server.ssl_context)
+        if getattr(server, "socket_type", socket.SOCK_STREAM) != socket.SOCK_STREAM:
+            raise ValueError("ssl_context needs a stream server (TCP or a Unix stream socket): "
+                             "TLS over datagrams (DTLS) is not supported")
+    if server._tls_context() is not None:
+        _positive_seconds("tls_handshake_timeout", server.tls_handshake_timeout)
     return workers
 
 
@@ -129,6 +138,11 @@ class BaseServer:
     # first bytes arrive; close it if none come within this many seconds (see fastserver._silent).
     # None (the default) processes connections at once, as the stdlib does.
     first_data_timeout = None
+    # fastserver: TLS (see fastserver._tls). With an ssl.SSLContext for the server side, each
+    # accepted stream connection is wrapped, and its handshake run off the loop, before its
+    # handler runs; the handler's request is then the ssl.SSLSocket.
+    ssl_context = None
+    tls_handshake_timeout = 10.0  # seconds the whole handshake may take
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -136,6 +150,10 @@ class BaseServer:
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
         self.__state = _seam.LoopState()  # what the loops share with shutdown() and the workers
+        self.__loop_thread = None  # the thread running serve_forever()'s loop
+        # TLS connections held by the loop mid-handshake -> (deadline, their own timeout); the
+        # loop's thread alone uses it
+        self.__handshakes = weakref.WeakKeyDictionary()
 
     # The stdlib's private flag, kept for code that sets it to stop a loop: the state's now.
     __shutdown_request = property(
@@ -162,6 +180,7 @@ class BaseServer:
             supervise = self.worker_id is None and _check_settings(self) > 1
             with _cores.active.loops.Loop() as loop:
                 state.loop = loop
+                self.__loop_thread = threading.get_ident()
                 try:
                     if supervise:
                         from .workers import Supervisor
@@ -171,6 +190,7 @@ class BaseServer:
                         loop.serve_forever(self, state, find_hooks(self), poll_interval)
                 finally:
                     state.loop = None
+                    self.__loop_thread = None
         finally:
             state.shutdown_request = False
             self.__is_shut_down.set()
@@ -244,9 +264,82 @@ class BaseServer:
 
         Overridden by ForkingMixIn and ThreadingMixIn.
         """
+        context = self._tls_context()
+        if context is not None:
+            self._process_tls_in_loop(request, client_address, context)
+            return
         if self.proxy_protocol:
             client_address = self.proxied_address(request, client_address)
         self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def _tls_context(self):
+        """The SSLContext each connection is wrapped with: ``ssl_context``, else that of a
+        listener wrapped by hand (as Python 3.14's HTTPSServer does) whose connections
+        get_request() accepts plain; None without TLS."""
+        context = self.ssl_context
+        if context is None and _is_default(self, "get_request", TCPServer.get_request):
+            context = _tls.listener_context(getattr(self, "socket", None))
+        return context
+
+    def _start_tls(self, request):
+        """TLS on a connection processed in its own thread or child process (after its PROXY
+        header): ``(request, True)``, ``request`` the SSLSocket with its handshake complete, or
+        ``(request, False)`` when the handshake failed or timed out (shutdown_request() closes
+        ``request`` then, without a handler and without handle_error())."""
+        tls = _tls.wrap(self._tls_context(), request, self.socket)
+        if tls is None:
+            return request, False
+        try:
+            _tls.handshake(tls, self.tls_handshake_timeout)
+        except (OSError, ValueError):
+            return tls, False
+        return tls, True
+
+    def _process_tls_in_loop(self, request, client_address, context):
+        """process_request() with TLS, in the loop's thread: the loop holds each connection
+        until it speaks (find_hooks() sets first_data_timeout), then every call runs the
+        handshake as far as the client's bytes allow and holds the connection again, until the
+        handshake is complete (the handler then runs) or fails or passes tls_handshake_timeout
+        (the connection is closed). Outside a loop that holds connections (handle_request(),
+        another thread) the handshake waits, up to tls_handshake_timeout."""
+        state = self.__state
+        pending = self.__handshakes.pop(request, None)
+        if pending is None:  # a new connection: its PROXY header first, then the handshake
+            if self.proxy_protocol:
+                client_address = self.proxied_address(request, client_address)
+            tls = _tls.wrap(context, request, self.socket)
+            if tls is None:
+                self.shutdown_request(request)
+                return
+            request = tls
+            pending = (monotonic() + self.tls_handshake_timeout, request.gettimeout())
+        deadline, timeout = pending
+        silent = state.silent if threading.get_ident() == self.__loop_thread else None
+        try:
+            if silent is None:
+                request.settimeout(timeout)
+                _tls.handshake(request, max(deadline - monotonic(), 0.0))
+            else:
+                request.setblocking(False)
+                if _tls.step(request) == _tls.WAITING:
+                    if monotonic() >= deadline:
+                        raise TimeoutError("timed out in the TLS handshake")
+                    self.__handshakes[request] = pending
+                    silent.hold(request, client_address)
+                    return
+                request.settimeout(timeout)
+        except (OSError, ValueError):
+            self.__handshakes.pop(request, None)
+            self.shutdown_request(request)
+            return
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
         self.shutdown_request(request)
 
     def proxied_address(self, request, client_address):
@@ -351,9 +444,16 @@ class TCPServer(BaseServer):
     # client's delayed ACK (~40 ms a request on keep-alive). False gives the stdlib's behaviour.
     tcp_nodelay = True
 
-    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
-        """Constructor.  May be extended, do not override."""
+    def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True, *,
+                 ssl_context=None):
+        """Constructor.  May be extended, do not override.
+
+        ``ssl_context`` (fastserver): an ssl.SSLContext for the server side, to serve TLS (sets
+        the ``ssl_context`` attribute; None keeps the class's).
+        """
         BaseServer.__init__(self, server_address, RequestHandlerClass)
+        if ssl_context is not None:
+            self.ssl_context = _tls.check_context(ssl_context)
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -406,7 +506,12 @@ class TCPServer(BaseServer):
 
     def get_request(self):
         """Get the request and client address from the socket.  May be overridden."""
-        request, client_address = self.socket.accept()
+        listener = self.socket
+        if _tls.listener_context(listener) is not None:
+            # a listener wrapped by hand: accept plain, the handshake runs off the loop
+            request, client_address = _tls.accept_plain(listener)
+        else:
+            request, client_address = listener.accept()
         if self.tcp_nodelay and request.family in _TCP_FAMILIES:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return request, client_address
@@ -466,6 +571,15 @@ def _is_default(server, name, default):
     return name not in vars(server) and getattr(type(server), name, None) is default
 
 
+def _hands_requests_off(server):
+    """True when process_request() is ThreadingMixIn's or ForkingMixIn's, which hand each
+    connection to a thread or a child process at once."""
+    handing_off = [ThreadingMixIn.process_request]
+    if hasattr(mixins, "ForkingMixIn"):
+        handing_off.append(mixins.ForkingMixIn.process_request)
+    return any(_is_default(server, "process_request", each) for each in handing_off)
+
+
 def find_hooks(server):
     """The seam's Hooks for ``server``: which hooks the core must call, found now."""
     hooks = _seam.Hooks()
@@ -486,6 +600,9 @@ def find_hooks(server):
     hooks.process_request = hook("process_request", BaseServer.process_request)
     if hooks.process_request is None and server.proxy_protocol:
         hooks.process_request = server.process_request  # reads the header in Python
+    tls = server._tls_context() is not None
+    if hooks.process_request is None and tls:
+        hooks.process_request = server.process_request  # wraps and handshakes in Python
     hooks.finish_request = hook("finish_request", BaseServer.finish_request)
     hooks.service_actions = hook("service_actions", BaseServer.service_actions)
     if getattr(server, "max_threads", None) is not None and hasattr(server, "_accepting"):
@@ -494,9 +611,14 @@ def find_hooks(server):
     # of stream connections can hold them.
     if hooks.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM:
         hooks.first_data_timeout = server.first_data_timeout
+        if tls and not _hands_requests_off(server):
+            # The handshake runs in the loop, step by step as the client's bytes arrive: the
+            # loop holds each connection until then (and no longer than the handshake may take).
+            hooks.first_data_timeout = min(server.first_data_timeout or float("inf"),
+                                           server.tls_handshake_timeout)
     hooks.threads_accept = (
         hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
-        and hooks.service_actions is None and not server.proxy_protocol
+        and hooks.service_actions is None and not server.proxy_protocol and not tls
         and hooks.first_data_timeout is None  # held connections are the loop's to hand out
         and isinstance(server, ThreadingMixIn)
         and _is_default(server, "process_request", ThreadingMixIn.process_request)

@@ -83,24 +83,32 @@ def parse_wrk(output):
             "rps": requests / elapsed if elapsed else 0.0, "lat_us": latency}
 
 
-def run_wrk(port, conns, duration, close):
-    """One run of wrk (one thread, ``conns`` connections) on the HTTP loads' file."""
+def run_wrk(port, conns, duration, close, tls=False):
+    """One run of wrk (one thread, ``conns`` connections) on the HTTP loads' file (over HTTPS
+    with ``tls``)."""
     argv = [shutil.which("wrk") or "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s",
             "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://{HOST}:{port}/{HTTP_FILE}")
+    argv.append(f"{'https' if tls else 'http'}://{HOST}:{port}/{HTTP_FILE}")
     output, cpu, _ = run_measured(argv, duration + 30)
     result = parse_wrk(output)
     result["client_cpu_s"] = cpu
     return result
 
 
-def warm_http(port, requests=20):
-    """A few requests on one connection: the HTTP loads' warm-up."""
+def warm_http(port, requests=20, tls=False):
+    """A few requests on one connection: the HTTP loads' warm-up (over HTTPS, the server's
+    certificate unchecked, with ``tls``)."""
     import http.client
 
-    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    if tls:
+        import ssl
+
+        conn = http.client.HTTPSConnection(HOST, port, timeout=10,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         for _ in range(requests):
             conn.request("GET", f"/{HTTP_FILE}")

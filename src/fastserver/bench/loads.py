@@ -30,6 +30,7 @@ class Load:
     client: str  # "connect" or "echo" (the C load generator), or "wrk"
     conns: int = 8
     close: bool = False  # wrk: "Connection: close" on every request
+    tls: bool = False  # wrk: HTTPS (a certificate made for the run by openssl)
 
 
 LOADS = (
@@ -40,6 +41,10 @@ LOADS = (
     Load(5, "ThreadingHTTPServer, small file, keep-alive (wrk)", "http", "wrk"),
     Load(6, "ThreadingHTTPServer, small file, Connection: close (wrk)", "http", "wrk", close=True),
     Load(7, "as 5, the handler sets disable_nagle_algorithm", "http-nodelay", "wrk"),
+    Load(8, "ThreadingHTTPServer over TLS, small file, keep-alive (wrk)", "https", "wrk",
+         tls=True),
+    Load(9, "ThreadingHTTPServer over TLS, small file, Connection: close: a handshake per "
+         "request (wrk)", "https", "wrk", close=True, tls=True),
 )
 LOADS_BY_NUMBER = {load.number: load for load in LOADS}
 

@@ -24,13 +24,13 @@ def measure(server, load, settings, loadgen, run=run_loadgen):
     """Warm the server up, then one measured run; the figures of that run. ``run`` runs the
     load generator (bench/scaling.py passes one that runs several at once)."""
     if load.client == "wrk":
-        warm_http(server.port)
+        warm_http(server.port, tls=load.tls)
     elif settings.warmup > 0:
         run(loadgen, server.port, load.client, load.conns, max(1, settings.requests // 10),
             settings.warmup)
     user0, system0, switches0 = server.cpu()
     if load.client == "wrk":
-        result = run_wrk(server.port, load.conns, settings.duration, load.close)
+        result = run_wrk(server.port, load.conns, settings.duration, load.close, load.tls)
     else:
         result = run(loadgen, server.port, load.client, load.conns, settings.requests,
                      settings.duration)

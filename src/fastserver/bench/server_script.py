@@ -3,7 +3,9 @@
 The bench runs this file's source as ``python -c <source> KIND IMPL DOCROOT`` (see
 ``servers.start_server``), so that the stdlib's server imports nothing of fastserver's; importing
 it runs nothing. KIND is a load's server kind, IMPL ``stdlib``, ``cython`` or ``python``, DOCROOT
-the HTTP loads' directory.
+the HTTP loads' directory. The HTTPS kind makes its certificate with ``openssl req``; the stdlib
+serves it with Python 3.14's ThreadingHTTPSServer where there is one, else with the listening
+socket wrapped by hand (what 3.14's does), fastserver with ``ssl_context``.
 
 The protocol, which the C servers of ``_floor.c`` and bench/scaling.py's server speak too: a hello
 line, JSON ``{"port": ..., "implementation": ..., "streams": ...}``; then on stdin ``cpu`` is
@@ -52,7 +54,11 @@ def make_server(kind, impl, docroot):
         class Server(http.server.ThreadingHTTPServer):
             request_queue_size = 1024
 
-        server = Server(("127.0.0.1", 0), functools.partial(Handler, directory=docroot))
+        handler = functools.partial(Handler, directory=docroot)
+        if kind == "https":
+            server = https_server(http.server, Server, handler, impl)
+        else:
+            server = Server(("127.0.0.1", 0), handler)
     else:
         if kind.endswith("oneshot"):
             class Handler(socketserver.BaseRequestHandler):
@@ -80,6 +86,32 @@ def make_server(kind, impl, docroot):
         return server, "stdlib", "socket.makefile"
     # compiled or pure rfile/wfile
     return server, fastserver.IMPLEMENTATION, fastserver._cores.active.stream_files.__module__
+
+
+def https_server(http_server, plain_class, handler, impl):
+    """The HTTPS server of the TLS loads, on a certificate made now for 127.0.0.1."""
+    import ssl
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        stdlib_class = getattr(http_server, "ThreadingHTTPSServer", None)
+        if impl == "stdlib" and stdlib_class is not None:  # Python 3.14's own
+            server_class = type("Server", (stdlib_class,), {"request_queue_size": 1024})
+            return server_class(("127.0.0.1", 0), handler, certfile=cert, keyfile=key)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        context.set_alpn_protocols(["http/1.1"])
+    server = plain_class(("127.0.0.1", 0), handler)
+    if impl == "stdlib":  # as 3.14's HTTPSServer does: the handshake in accept()
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    else:
+        server.ssl_context = context
+    return server
 
 
 def answer(server):
