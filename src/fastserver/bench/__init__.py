@@ -39,6 +39,7 @@ The names below are those that bench/scaling.py, bench/profile_load.py and the t
 
 from .clients import parse_wrk, run_loadgen, run_wrk
 from .loads import (
+    ALL_IMPLS,
     FLOORS,
     FULL,
     HOST,
@@ -49,22 +50,36 @@ from .loads import (
     LINE_SIZE,
     LOADS,
     LOADS_BY_NUMBER,
+    PEERS,
     QUICK,
     BenchError,
     Load,
     Settings,
+    Unavailable,
+    expand_impls,
     settings_from,
 )
-from .report import fmt, markdown, table, warnings_for, with_notes
-from .rounds import loadavg, machine, measure, measure_rounds, median, medians, run_load
+from .plot import draw
+from .report import detail, fmt, markdown, summary, table, text, warnings_for, with_notes
+from .rounds import (
+    gil_enabled,
+    loadavg,
+    machine,
+    measure,
+    measure_rounds,
+    median,
+    medians,
+    run_load,
+)
 from .servers import ServerProcess, make_docroot, python_argv, start_server
 from .tools import build_floor, build_loadgen, cache_dir, compiler
 
 __all__ = [
-    "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS", "IMPL_LABELS",
-    "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "QUICK", "ServerProcess", "Settings",
-    "build_floor", "build_loadgen", "cache_dir", "compiler", "fmt", "loadavg", "machine",
+    "ALL_IMPLS", "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS",
+    "IMPL_LABELS", "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "PEERS", "QUICK",
+    "ServerProcess", "Settings", "Unavailable", "build_floor", "build_loadgen", "cache_dir",
+    "compiler", "detail", "draw", "expand_impls", "fmt", "gil_enabled", "loadavg", "machine",
     "make_docroot", "markdown", "measure", "measure_rounds", "median", "medians", "parse_wrk",
     "python_argv", "run_load", "run_loadgen", "run_wrk", "settings_from", "start_server",
-    "table", "warnings_for", "with_notes",
+    "summary", "table", "text", "warnings_for", "with_notes",
 ]
