@@ -35,10 +35,13 @@ def title(report):
     if report.get("cpu_model"):
         cpus += f" ({report['cpu_model']})"
     settings = report["settings"]
+    rounds = settings["rounds"]
     return (f"fastserver load benchmark: {report.get('python_implementation', 'Python')} "
             f"{report['python']} ({build}{state}), {cpus}\n"
-            f"medians of {settings['rounds']} interleaved rounds of {settings['duration']} s; "
-            f"load average {report['loadavg_before']} before, {report['loadavg_after']} after")
+            f"server CPU per request (left, lower is better) and requests per second (right)\n"
+            f"medians of {rounds} interleaved round{'s' if rounds != 1 else ''} of "
+            f"{settings['duration']} s; load average {report['loadavg_before']} before, "
+            f"{report['loadavg_after']} after")
 
 
 def draw(report, path):
@@ -59,17 +62,15 @@ def draw(report, path):
     if not loads:
         raise BenchError("--plot: the report has no load to draw")
     figure, axes = pyplot.subplots(len(loads), 2, squeeze=False,
-                                   figsize=(11, 1.2 + 2.3 * len(loads)))
-    metrics = (("server_us_per_req", "server CPU µs per request (lower is better)", 1),
-               ("rps", "requests per second (higher is better)", 0))
+                                   figsize=(11, 1.6 + 2.2 * len(loads)))
+    metrics = (("server_us_per_req", "server CPU µs/request", 1), ("rps", "requests/s", 0))
     for row, entry in enumerate(loads):
         for column, (key, label, digits) in enumerate(metrics):
             ax = axes[row][column]
             _panel(ax, entry, key, digits, bars, floors, colours)
-            ax.set_title(f"{entry['load']}. {entry['title']}" if column == 0 else label,
-                         fontsize=9, loc="left" if column == 0 else "right")
-            if row == 0 and column == 0:
-                ax.text(0, 1.18, label, transform=ax.transAxes, fontsize=9)
+            ax.set_ylabel(label, fontsize=8)
+            if column == 0:
+                ax.set_title(f"load {entry['load']}: {entry['title']}", fontsize=9, loc="left")
     handles = [matplotlib.patches.Patch(
         color=colours[impl],
         label=IMPL_LABELS[impl] + (" (unavailable here)" if impl in missing else ""))
@@ -78,9 +79,11 @@ def draw(report, path):
                                         label=f"{IMPL_LABELS[impl]} (the floor)")
                 for impl in floors]
     figure.suptitle(title(report), fontsize=10)
+    height = figure.get_figheight()
     figure.legend(handles=handles, loc="upper center", ncol=min(len(handles), 5), fontsize=8,
-                  bbox_to_anchor=(0.5, 1 - 0.75 / figure.get_figheight()), frameon=False)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 1.2 / figure.get_figheight()))
+                  bbox_to_anchor=(0.5, 1 - 0.78 / height), frameon=False)
+    figure.subplots_adjust(left=0.07, right=0.99, bottom=0.15 / height, top=1 - 1.6 / height,
+                           hspace=0.38, wspace=0.15)
     figure.savefig(path)
     pyplot.close(figure)
 
