@@ -151,6 +151,25 @@ def with_notes(text, notes):
     return text + "\n" + "".join(f"\nnote: {line}" for line in notes)
 
 
+def fill(parts, width=WIDTH, separator="; ", indent="  "):
+    """Lines of at most ``width`` columns holding ``parts`` joined by ``separator``; a line ends
+    between parts (and inside one only where it is too long alone)."""
+    lines = []
+    line = ""
+    for index, part in enumerate(parts):
+        text = part + (separator.rstrip() if index < len(parts) - 1 else "")
+        candidate = f"{line} {text}" if line else text
+        if len(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = indent + text
+    if line:
+        lines.append(line)
+    return [wrapped for line in lines
+            for wrapped in textwrap.wrap(line, width, subsequent_indent=indent)]
+
+
 def _on_off(flag):
     return "?" if flag is None else ("on" if flag else "off")
 
@@ -171,10 +190,11 @@ def where_it_ran(report):
         cpus += f" ({report['cpus_usable']} usable)"
     if report.get("cpu_model"):
         cpus = f"{report['cpu_model']}, {cpus}"
-    lines = textwrap.wrap(
-        f"{interpreter}; {report['platform']}; {cpus}; {rounds} round{'s' if rounds != 1 else ''}"
-        f" of {settings['duration']} s, {report['elapsed_s']:.0f} s in all; load average "
-        f"{report['loadavg_before']} before, {report['loadavg_after']} after", WIDTH)
+    lines = fill([
+        interpreter, report["platform"], cpus,
+        f"{rounds} round{'s' if rounds != 1 else ''} of {settings['duration']} s, "
+        f"{report['elapsed_s']:.0f} s in all",
+        f"load average {report['loadavg_before']} before, {report['loadavg_after']} after"])
     seen = {}
     for entry in report["loads"]:
         for impl, result in entry["results"].items():
@@ -190,7 +210,7 @@ def where_it_ran(report):
             what += f", stream files from {result['streams']}"
         servers.append(f"{IMPL_LABELS[impl]}: {what}")
     if servers:
-        lines += textwrap.wrap("servers: " + "; ".join(servers), WIDTH, subsequent_indent="  ")
+        lines += fill([f"servers: {servers[0]}", *servers[1:]])
     if report.get("free_threaded"):
         gil_on = [IMPL_LABELS[impl] for impl in report["impls"]
                   if impl in seen and seen[impl].get("gil_enabled")]
