@@ -236,13 +236,22 @@ def needs_peer(impl):
 
 @pytest.fixture
 def no_module(tmp_path, monkeypatch):
-    """A function that makes ``import NAME`` fail in this test's child processes: a module of
-    that name, first on their PYTHONPATH, that raises ImportError."""
+    """A function that makes ``import NAME`` fail in this test's child processes (the bench and
+    the servers it starts): a sitecustomize on their PYTHONPATH that refuses to find NAME, even
+    where NAME is installed beside fastserver (whose directory comes first on that path)."""
     shims = tmp_path / "shims"
     shims.mkdir()
+    hidden = []
 
     def hide(name):
-        (shims / f"{name}.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
+        hidden.append(name)
+        (shims / "sitecustomize.py").write_text(
+            "import sys\n\n\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.partition('.')[0] in {hidden!r}:\n"
+            "            raise ModuleNotFoundError(f'{name} hidden by the test', name=name)\n\n\n"
+            "sys.meta_path.insert(0, Hide())\n")
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
             filter(None, [str(shims), os.environ.get("PYTHONPATH")])))
 
