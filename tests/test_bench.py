@@ -386,7 +386,7 @@ def test_report_says_where_it_ran(saved_run):
     assert isinstance(report["gil_enabled"], bool)
     if not report["free_threaded"]:
         assert report["gil_enabled"]
-    assert report["core"].startswith(("cython-", "python-"))
+    assert report["fastserver_core"].startswith(("cython-", "python-"))
     assert report["cpus"] == os.cpu_count()
     assert "cpu_model" in report
     assert report["loadavg_before"] is not None and report["loadavg_after"] is not None

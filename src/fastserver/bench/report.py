@@ -183,8 +183,8 @@ def where_it_ran(report):
     if "free_threaded" in report:
         build = "free-threaded build" if report["free_threaded"] else "GIL build"
         interpreter += f" ({build}, GIL {_on_off(report.get('gil_enabled'))} in the bench)"
-    if report.get("core"):
-        interpreter += f", fastserver core {report['core']}"
+    if report.get("fastserver_core"):
+        interpreter += f", fastserver core {report['fastserver_core']}"
     cpus = f"{report['cpus']} CPUs"
     if report.get("cpus_usable") not in (None, report["cpus"]):
         cpus += f" ({report['cpus_usable']} usable)"

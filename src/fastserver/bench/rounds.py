@@ -180,7 +180,7 @@ def machine():
             "python_implementation": platform.python_implementation(),
             "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
             "gil_enabled": gil_enabled(),
-            "core": fastserver.IMPLEMENTATION,
+            "fastserver_core": fastserver.IMPLEMENTATION,
             "platform": platform.platform(),
             "cpu_model": cpu_model(),
             "cpus": os.cpu_count(),
