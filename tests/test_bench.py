@@ -463,3 +463,25 @@ def test_missing_uvloop_is_reported_not_an_error(tmp_path, no_module):
                for note in report["warnings"])
     text = bench.text(report)
     assert "| uvloop Protocol | unavailable |" in text
+
+
+def test_rounds_leave_out_servers_that_cannot_start():
+    # a start() that returns None (an implementation unavailable here) leaves its key out; with
+    # every key left out there is nothing to measure, and no error
+    measured = []
+    servers, figures = bench.measure_rounds(
+        ["a", "b"], lambda key: None, measured.append, 3, lambda *figures: None)
+    assert (servers, figures, measured) == ({}, {}, [])
+
+    class Server:
+        def __init__(self, key):
+            self.key = key
+
+        def stop(self):
+            pass
+
+    servers, figures = bench.measure_rounds(
+        ["a", "gone", "b"], lambda key: None if key == "gone" else Server(key),
+        lambda server: server.key, 2, lambda *figures: None)
+    assert list(servers) == ["a", "b"]
+    assert figures == {"a": ["a", "a"], "b": ["b", "b"]}

@@ -85,7 +85,7 @@ def measure_rounds(keys, start, measure_one, rounds, log_round):
                 servers[key] = server
                 figures[key] = []
         keys = list(servers)
-        for number in range(rounds):
+        for number in range(rounds if keys else 0):
             shift = number % len(keys)
             for key in keys[shift:] + keys[:shift]:
                 result = measure_one(servers[key])
