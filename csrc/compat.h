@@ -2,6 +2,11 @@
 #ifndef FASTSERVER_COMPAT_H
 #define FASTSERVER_COMPAT_H
 
+/* accept4() and friends: before the first system header, so every C file includes this first. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#  define _GNU_SOURCE 1
+#endif
+
 /* FS_PORTABLE (setup.py defines it for FASTSERVER_POLLER=poll) leaves out every platform's own
    mechanism and builds what remains: poll(2), the pipe wakeup, accept() then fcntl(), and the
    loop handing connections to request threads. On Linux that compiles and tests the paths macOS
@@ -52,5 +57,28 @@
 #else
 #  define FS_POLLER_NAME "poll"
 #endif
+
+/* A flag or count that one thread writes and others read without a lock: a free-threaded
+   build has no GIL to order such accesses, and a plain int would be a data race. Relaxed
+   atomics compile to the plain loads and stores on x86 and ARM: nothing changes on GIL builds. */
+static inline int fs_load_int(const int *flag)
+{
+    return __atomic_load_n(flag, __ATOMIC_RELAXED);
+}
+
+static inline void fs_store_int(int *flag, int value)
+{
+    __atomic_store_n(flag, value, __ATOMIC_RELAXED);
+}
+
+static inline long fs_load_long(const long *value)
+{
+    return __atomic_load_n(value, __ATOMIC_RELAXED);
+}
+
+static inline void fs_store_long(long *target, long value)
+{
+    __atomic_store_n(target, value, __ATOMIC_RELAXED);
+}
 
 #endif

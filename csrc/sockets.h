@@ -6,10 +6,7 @@
 #ifndef FASTSERVER_SOCKETS_H
 #define FASTSERVER_SOCKETS_H
 
-#if defined(__linux__) && !defined(_GNU_SOURCE)
-#  define _GNU_SOURCE 1  /* accept4 */
-#endif
-#include "compat.h"
+#include "compat.h"  /* first: it defines _GNU_SOURCE, for accept4 */
 
 #include <errno.h>
 #include <fcntl.h>

@@ -17,6 +17,7 @@
    interval, how long a thread may keep the GIL from the others), and the old holder finds at
    its next wait that the turn is no longer its own; one that kept it that long itself takes
    no turn for a while. Threads that are not enrolled never wait. */
+#include "compat.h"  /* first: _GNU_SOURCE, the atomics */
 #include "turn.h"
 
 #include <errno.h>
@@ -50,7 +51,7 @@ static unsigned long long turn_tickets;
 static long long turn_since;  /* when the holder took it (turn_clock) */
 static unsigned long long turn_overdue;  /* the last ticket taken from a holder that kept it */
 static int turn_waiters;
-static long turn_patience_us = 5000;
+static long turn_patience_us = 5000;  /* any enrolling thread sets it: an atomic */
 static struct fs_turn_stats turn_counts;
 
 /* Each thread's run: from the start of its request or the end of a wait, to the next wait or
@@ -109,7 +110,7 @@ void fs_turn_enroll(int enrolled, long patience_us)
     my_heavy = my_timed = my_penalty = 0;
     my_run_started = 0;
     if (patience_us > 0)
-        turn_patience_us = patience_us;
+        fs_store_long(&turn_patience_us, patience_us);
 }
 
 int fs_turn_wanted(void)
@@ -175,7 +176,7 @@ void fs_turn_take(void)
                anyway once it has waited the patience in all (no thread waits longer than one
                switch interval), and the holder is penalized only if it kept the turn itself
                that long (blocked elsewhere). */
-            patience_ns = turn_patience_us * 1000LL;
+            patience_ns = fs_load_long(&turn_patience_us) * 1000LL;
             started = clock_ns(turn_clock);
             turn_counts.waited++;
             turn_waiters++;

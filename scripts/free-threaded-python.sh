@@ -42,7 +42,12 @@ fi
 
 source_dir="$cache/src"
 mkdir -p "$source_dir"
-tarball="$(ls "$source_dir"/python3.13_3.13.*.orig.tar.xz 2>/dev/null | tail -n1 || true)"
+newest_tarball() {  # the newest downloaded source, or nothing
+    local found=("$source_dir"/python3.13_3.13.*.orig.tar.xz)
+    [ -e "${found[-1]}" ] && printf '%s' "${found[-1]}"
+    return 0
+}
+tarball="$(newest_tarball)"
 if [ -z "$tarball" ]; then
     list=/etc/apt/sources.list.d/fastserver-trixie-src.sources
     if [ ! -e "$list" ]; then
@@ -54,7 +59,21 @@ if [ -z "$tarball" ]; then
     as_root apt-get update -qq >/dev/null
     say "downloading python3.13's source package"
     (cd "$source_dir" && apt-get source --download-only -qq python3.13 >/dev/null)
-    tarball="$(ls "$source_dir"/python3.13_3.13.*.orig.tar.xz | tail -n1)"
+    tarball="$(newest_tarball)"
+    [ -n "$tarball" ] || { echo "apt-get source downloaded no python3.13 tarball" >&2; exit 1; }
+fi
+
+# What CPython's configure needs for the modules the tests use (ssl, zlib for ensurepip, ctypes,
+# the compressors, sqlite3, readline); most machines with a C toolchain have them already.
+build_packages=(libssl-dev zlib1g-dev libffi-dev libbz2-dev liblzma-dev libsqlite3-dev
+    libreadline-dev uuid-dev pkg-config)
+wanted=()
+for package in "${build_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || wanted+=("$package")
+done
+if [ "${#wanted[@]}" -gt 0 ]; then
+    say "installing the build's headers: ${wanted[*]}"
+    as_root apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
 fi
 
 build="$(mktemp -d "${TMPDIR:-/tmp}/python3.13-$flavour.XXXXXX")"

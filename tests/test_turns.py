@@ -4,7 +4,8 @@ A thread whose runs use much CPU holds the turn from the end of one wait on its 
 start of the next, so that busy threads stop trading the GIL at every syscall. What must hold:
 while one holds the turn no other turn-taking thread runs; a holder that blocks elsewhere loses
 the turn after the switch interval (no deadlock, no long stall); light handlers never wait for a
-turn; ``request_turns = False`` switches it off.
+turn; ``request_turns = False`` switches it off. Without a GIL (a free-threaded build running
+without it) there is nothing to take turns for: nobody takes one.
 """
 
 import contextlib
@@ -24,6 +25,10 @@ import fastserver
 BURST_SECONDS = 0.5
 AFTER_THE_OTHER = 20
 PATIENCE = 2.0
+
+GIL_ENABLED = getattr(sys, "_is_gil_enabled", lambda: True)()
+needs_gil = pytest.mark.skipif(
+    not GIL_ENABLED, reason="no GIL: nobody takes turns (test_without_the_gil_nobody_takes_turns)")
 
 
 @pytest.fixture
@@ -91,18 +96,23 @@ def heavy_clients(server, count, turns=True):
     that arrives before the thread has read again, its CPU taken by the client just woken, is part
     of the same run, so that a count of requests says nothing of the runs.)"""
     clients = [client_for(server) for _ in range(count)]
-    for client in clients:
-        for _ in range(200):  # a thread that lost a turn takes none for 64 runs
-            taken = turn_stats()[0] if turns else None
-            assert ask(client, b"burn") == b"ok\n"
-            if not turns or turn_stats()[0] > taken:  # the others wait for data: it took it
-                break
-        else:
-            pytest.fail("a handler that burns CPU on every run never took the turn")
-    if not turns:
-        for _ in range(2):
-            for client in clients:
+    try:
+        for client in clients:
+            for _ in range(200):  # a thread that lost a turn takes none for 64 runs
+                taken = turn_stats()[0] if turns else None
                 assert ask(client, b"burn") == b"ok\n"
+                if not turns or turn_stats()[0] > taken:  # the others wait for data: it took it
+                    break
+            else:
+                pytest.fail("a handler that burns CPU on every run never took the turn")
+        if not turns:
+            for _ in range(2):
+                for client in clients:
+                    assert ask(client, b"burn") == b"ok\n"
+    except BaseException:
+        for client in clients:  # else their handlers read on, and server_close() waits
+            client.close()
+        raise
     return clients
 
 
@@ -145,6 +155,7 @@ def concurrent_bursts(module, turns=True, **attrs):
 PATHS = {"the threads accept": {}, "the loop accepts (thread pool)": {"first_data_timeout": 5}}
 
 
+@needs_gil
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_a_turn_holder_runs_alone_between_its_waits(compiled, path):
     with switch_interval(PATIENCE):
@@ -179,7 +190,8 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
     with switch_interval(0.05):
         server = line_server(ss, commands)
         with serving(server):
-            turns = ss is fastserver and fastserver._cores.active.turns is not None
+            turns = (ss is fastserver and fastserver._cores.active.turns is not None
+                     and GIL_ENABLED)
             waiter, releaser = heavy_clients(server, 2, turns)
             try:
                 stats = turn_stats() if turns else None
@@ -229,6 +241,7 @@ def make_heavy(turns):
         turns.end_request()
 
 
+@needs_gil
 def test_one_heavy_run_is_not_enough_to_take_the_turn(compiled):
     """A run whose CPU time something else inflated (an interrupt, the kernel's side of a send)
     must not make a light handler wait for turns: only two heavy runs in a row take it."""
@@ -252,6 +265,7 @@ def test_one_heavy_run_is_not_enough_to_take_the_turn(compiled):
     assert (took_after_one, took_after_two) == (0, 1)
 
 
+@needs_gil
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
 def test_a_child_forked_while_the_turn_is_held_starts_with_it_free(compiled):
     """fork() copies the turn's state but not the thread that held it: a request thread of the
@@ -286,3 +300,24 @@ def test_a_child_forked_while_the_turn_is_held_starts_with_it_free(compiled):
             turns.enroll(False)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0  # took the turn without waiting
+
+
+@pytest.mark.skipif(GIL_ENABLED, reason="with the GIL, the tests above check the turns")
+def test_without_the_gil_nobody_takes_turns(compiled):
+    """Without a GIL, request threads run Python at once: a heavy thread does not take the
+    turn, and the bursts of two heavy handlers interleave as with request_turns False."""
+    turns = fastserver._cores.active.turns
+    turns.enroll(True)
+    try:
+        before = turn_stats()
+        make_heavy(turns)
+        turns.begin_request()
+        turns.end_request()
+        assert turn_stats() == before
+    finally:
+        turns.enroll(False)
+    with switch_interval(PATIENCE):
+        log, before, after = concurrent_bursts(compiled, turns=False)  # request_turns True
+    assert after == before
+    assert len(set(log)) == 2
+    assert bursts(log) > 1

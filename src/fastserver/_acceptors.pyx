@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """Request threads that accept their own connections: ThreadingMixIn's default path on Linux.
 
 Handing each connection from the loop thread to a request thread costs more CPU than a small
@@ -97,7 +97,8 @@ cdef class RequestThread:
 
     cdef Parking parking
     cdef int slot  # while it waits: a slot's index, NO_SLOT or PARKED (set by its thread, locked)
-    cdef bint daemon, busy
+    cdef bint daemon
+    cdef int busy  # in a request (a bool): written by its thread, read by join(), as atomics
     cdef bint spawn  # the connection just taken left nobody waiting: start a thread first
     cdef bint waited  # the last take() found no connection queued and waited
     cdef object thread
@@ -137,6 +138,8 @@ cdef class Acceptors:
     cdef bint slot_taken[SLOT_COUNT]  # a thread waits in it: only that thread uses its instance
     cdef Parking *parked  # idle threads without a slot, the most recently parked first
     # Under the GIL:
+    # Under ``members`` (a start, an exit and a join may run at once in different threads):
+    cdef cython.pymutex members
     cdef set threads  # the RequestThreads alive
     cdef list leaving  # the threading.Threads of those that left it: still ending
     cdef object __weakref__
@@ -215,8 +218,8 @@ cdef class Acceptors:
         cdef RequestThread each
         self.stop()
         current = threading.current_thread()
-        for each in list(self.threads):
-            if each.thread is not current and (not each.daemon or not each.busy):
+        for each in self.members_now():
+            if each.thread is not current and (not each.daemon or not fs_load_int(&each.busy)):
                 try:
                     each.thread.join()
                 except RuntimeError:
@@ -229,7 +232,7 @@ cdef class Acceptors:
         cdef RequestThread each
         self.stop()
         current = threading.current_thread()
-        for each in list(self.threads):  # none starts a request after stop()
+        for each in self.members_now():  # none starts a request after stop()
             if each.thread is not current:
                 try:
                     each.thread.join()
@@ -237,14 +240,19 @@ cdef class Acceptors:
                     pass  # not started yet: it finds the threads stopped and exits
         self.join_leaving()
 
+    cdef list members_now(self):
+        with self.members:
+            return list(self.threads)
+
     cdef int join_leaving(self) except -1:
         """Wait for the threads that have left ``threads`` and are ending (their request and
         its hooks are over: a moment), so that none outlives server_close()."""
         current = threading.current_thread()
-        for thread in self.leaving:
+        with self.members:
+            leaving, self.leaving = self.leaving, []
+        for thread in leaving:
             if thread is not current:
                 thread.join()
-        self.leaving = []
         return 0
 
     # --- the mutex: held only for a few instructions or a non-blocking accept()
@@ -360,12 +368,14 @@ cdef class Acceptors:
         try:
             started.thread = threading.Thread(target=self.run, args=(started,),
                                               daemon=self.daemon,
-                                              name=f"fastserver-{next(_pool._names)}")
-            self.leaving = [thread for thread in self.leaving if thread.is_alive()]
-            self.threads.add(started)
+                                              name=_pool.thread_name())
+            with self.members:
+                self.leaving = [thread for thread in self.leaving if thread.is_alive()]
+                self.threads.add(started)
             started.thread.start()
         except BaseException:
-            self.threads.discard(started)
+            with self.members:
+                self.threads.discard(started)
             self.lock()
             self.alive -= 1
             self.starting -= 1
@@ -387,17 +397,18 @@ cdef class Acceptors:
                 first = False
                 if fd == EXIT:
                     return
-                me.busy = True
+                fs_store_int(&me.busy, True)
                 try:
                     self.serve(me, fd, &addr, length)
                 except BaseException:
                     # As a dying Thread would report it; the thread itself carries on.
                     threading.excepthook(threading.ExceptHookArgs((*sys.exc_info(),
                                                                    me.thread)))
-                me.busy = False
+                fs_store_int(&me.busy, False)
         finally:
-            self.leaving.append(me.thread)
-            self.threads.discard(me)
+            with self.members:
+                self.leaving.append(me.thread)
+                self.threads.discard(me)
 
     cdef int take(self, RequestThread me, sockaddr_storage *addr, socklen_t *length,
                   bint first) except? -2:

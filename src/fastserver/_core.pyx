@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """The compiled core: serve_forever() and handle_request() over the C poller.
 
 The loop waits without the GIL on the listening socket and a wakeup descriptor, accepts with

@@ -11,6 +11,8 @@ cdef bint peer_gone(int err) noexcept nogil
 
 
 cdef class Dispatcher:
+    # Threads: set once in __cinit__ and read-only afterwards (the request threads of
+    # _acceptors share it), but accept_error and silent, which the loop's thread alone uses.
     cdef object server
     cdef object hooks
     cdef bint accept_in_c

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """How a compiled loop hands a connection on: the Dispatcher of one server's hooks.
 
 ``_core``'s loop and ``_acceptors``' request threads both accept with it, wrap the descriptor in

@@ -15,14 +15,25 @@ import threading
 import weakref
 
 IDLE_SECONDS = 5.0
+# Shared by every server's threads; without the GIL neither a count's next() nor a WeakSet is
+# atomic, so both are taken under this lock.
+_registry_lock = threading.Lock()
 _names = itertools.count(1)
 _pools = weakref.WeakSet()
+
+
+def thread_name():
+    """A new request thread's name: fastserver-1, fastserver-2, ..."""
+    with _registry_lock:
+        return f"fastserver-{next(_names)}"
 
 
 def _release_idle_threads():
     """At exit, idle threads must not hold the interpreter up (busy ones finish, as in the
     stdlib)."""
-    for pool in list(_pools):
+    with _registry_lock:
+        pools = list(_pools)
+    for pool in pools:
         pool.close()
 
 
@@ -42,6 +53,10 @@ class _RequestThread:
 class ThreadPool:
     """Threads that run ``fn(*args)`` jobs, reused; the pool of one server.
 
+    Every field but ``max_threads``, ``on_free`` and ``turns`` (set once) is under ``_lock``;
+    ``full()`` alone reads ``_running`` without it, for the loop's pacing, which on_free() wakes
+    after every change that matters to it.
+
     ``on_free`` is called (outside the lock) when a thread becomes free while the pool was full,
     so that a loop that stopped accepting can start again. With ``turns`` (the compiled stream
     module) the threads take turns running Python (ThreadingMixIn.request_turns).
@@ -59,7 +74,8 @@ class ThreadPool:
         self._running = 0  # jobs running on any thread
         self._closed = False
         self._adopted = []  # thread groups of the compiled core (see adopt())
-        _pools.add(self)
+        with _registry_lock:
+            _pools.add(self)
 
     def __len__(self):
         """Threads alive, busy or idle (the adopted ones too)."""
@@ -96,7 +112,7 @@ class ThreadPool:
             new = _RequestThread(job)
             self._threads.add(new)
         thread = threading.Thread(target=self._work, args=(new,), daemon=daemon,
-                                  name=f"fastserver-{next(_names)}")
+                                  name=thread_name())
         new.thread = thread
         try:
             thread.start()

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """Stream I/O for StreamRequestHandler: its rfile and wfile, with the socket syscalls in C.
 
 ``stream_files(sock, rbufsize, wbufsize)`` returns what the standard library's handler makes —
@@ -42,7 +42,8 @@ import socket
 
 from fastserver import _stream_py
 from fastserver._turns cimport give_turn, take_turn
-from fastserver.includes.csrc cimport FS_SEND_FLAGS
+from fastserver.includes.csrc cimport (FS_SEND_FLAGS, fs_load_int, fs_load_long, fs_store_int,
+                                       fs_store_long)
 from fastserver.includes.errors cimport after_failed_wait, monotonic, ms_until, raise_oserror
 from fastserver.includes.system cimport (EWOULDBLOCK, MSG_DONTWAIT, POLLIN, POLLOUT, poll, pollfd,
                                          recv, send)
@@ -56,7 +57,15 @@ cdef extern from *:
             return NULL;
         return b;
     }
+    /* With the GIL, a reader's buffer is read without its lock when it holds what is asked
+       for: no other thread runs meanwhile. Without the GIL every read takes the lock. */
+    #ifdef Py_GIL_DISABLED
+    #define FS_GIL_GUARDS_BUFFER 0
+    #else
+    #define FS_GIL_GUARDS_BUFFER 1
+    #endif
     """
+    bint GIL_GUARDS_BUFFER "FS_GIL_GUARDS_BUFFER"
     PyObject *new_bytes "PyBytes_FromStringAndSize"(const char *data, Py_ssize_t size) except NULL
     char *bytes_data "PyBytes_AS_STRING"(PyObject *b)
     object fs_bytes_finish(PyObject *b, Py_ssize_t n)
@@ -286,6 +295,11 @@ cdef class SocketReader:
 
     Made by stream_files(). It holds a reference on the socket as makefile's file does, so that
     ``sock.close()`` while it is open closes the descriptor only when the reader closes too.
+
+    Threads: a handler may hand the reader to another thread, or close it from one. The buffer
+    (``buf``, ``pos``, ``end``) and the socket reference change only under ``lock``; ``state``
+    and ``owner`` are also read without it, as atomics. With the GIL, reads served from the
+    buffer skip the lock (GIL_GUARDS_BUFFER); without it, every read takes it.
     """
 
     cdef object sock
@@ -300,7 +314,7 @@ cdef class SocketReader:
     cdef object __weakref__
 
     def __cinit__(self):
-        self.state = CLOSED
+        fs_store_int(&self.state, CLOSED)
         self.lock = PyThread_allocate_lock()
         if self.lock == NULL:
             raise MemoryError()
@@ -316,7 +330,7 @@ cdef class SocketReader:
     def __del__(self):
         # An unclosed reader gives back its reference on the socket, as a collected BufferedReader
         # does; never while another thread is inside it, never raising.
-        if self.state != OPEN or not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
+        if self.current_state() != OPEN or not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
             return
         PyThread_release_lock(self.lock)
         try:
@@ -331,7 +345,7 @@ cdef class SocketReader:
         self.size = size
         sock._io_refs += 1
         self.sock = sock
-        self.state = OPEN
+        fs_store_int(&self.state, OPEN)
         return 0
 
     # --- the lock and the state
@@ -339,28 +353,37 @@ cdef class SocketReader:
     cdef int enter(self) except -1:
         cdef long me = PyThread_get_thread_ident()
         if not PyThread_acquire_lock(self.lock, NOWAIT_LOCK):
-            if self.owner == me:
+            if fs_load_long(&self.owner) == me:
                 raise RuntimeError(f"reentrant call inside {self!r}")
             with nogil:
                 PyThread_acquire_lock(self.lock, WAIT_LOCK)
-        self.owner = me
+        fs_store_long(&self.owner, me)
         return 0
 
     cdef inline void leave(self) noexcept:
-        self.owner = 0
+        fs_store_long(&self.owner, 0)
         PyThread_release_lock(self.lock)
 
+    cdef inline int current_state(self) noexcept:
+        return fs_load_int(&self.state)
+
     cdef int check_open(self, str message) except -1:
-        if self.state == OPEN:
+        cdef int state = self.current_state()
+        if state == OPEN:
             return 0
-        if self.state == DETACHED:
+        if state == DETACHED:
             raise ValueError("raw stream has been detached")
         raise ValueError(message)
 
     cdef int check_attached(self) except -1:
-        if self.state == DETACHED:
+        if self.current_state() == DETACHED:
             raise ValueError("raw stream has been detached")
         return 0
+
+    cdef object socket_or_none(self):
+        """The socket while open, else None; from any thread (close() drops it under lock)."""
+        with cython.critical_section(self):
+            return self.sock if self.current_state() == OPEN else None
 
     # --- raw reads (the lock held)
 
@@ -427,7 +450,7 @@ cdef class SocketReader:
         if n == -1:
             return self.read_all()
         have = self.end - self.pos
-        if n <= have:
+        if GIL_GUARDS_BUFFER and n <= have:
             self.pos += n
             return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
         return self.read_generic(n)
@@ -461,7 +484,7 @@ cdef class SocketReader:
         try:
             self.check_open("read of closed file")
             have = self.end - self.pos
-            if n <= have:  # another thread filled the buffer meanwhile
+            if n <= have:  # buffered (another thread filled it meanwhile, or no GIL)
                 self.pos += n
                 return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
             result = new_bytes(NULL, n)
@@ -506,7 +529,7 @@ cdef class SocketReader:
         if n == 0:
             return b""
         have = self.end - self.pos
-        if have > 0:
+        if GIL_GUARDS_BUFFER and have > 0:
             if n > have:
                 n = have
             self.pos += n
@@ -521,7 +544,7 @@ cdef class SocketReader:
         try:
             self.check_open("read of closed file")
             have = self.end - self.pos
-            if have > 0:  # another thread filled the buffer meanwhile
+            if have > 0:  # buffered (another thread filled it meanwhile, or no GIL)
                 if n > have:
                     n = have
                 self.pos += n
@@ -554,21 +577,30 @@ cdef class SocketReader:
         finally:
             PyBuffer_Release(&view)
 
-    cdef object readinto_view(self, char *out, Py_ssize_t length, bint once):
-        cdef Py_ssize_t have, written = 0, remaining, got
-        self.check_open("readinto of closed file")
-        have = self.end - self.pos
+    cdef Py_ssize_t take_buffered(self, char *out, Py_ssize_t length) noexcept:
+        """Copy up to ``length`` buffered bytes to ``out`` and consume them: the count."""
+        cdef Py_ssize_t have = self.end - self.pos
+        if have > length:
+            have = length
         if have > 0:
-            if have >= length:
-                memcpy(out, self.buf + self.pos, length)
-                self.pos += length
-                return length
             memcpy(out, self.buf + self.pos, have)
             self.pos += have
-            written = have
+        return have
+
+    cdef object readinto_view(self, char *out, Py_ssize_t length, bint once):
+        cdef Py_ssize_t written = 0, remaining, got
+        self.check_open("readinto of closed file")
+        if GIL_GUARDS_BUFFER:
+            written = self.take_buffered(out, length)
+            if written == length:
+                return written
         self.enter()
         try:
             self.check_open("readinto of closed file")
+            if not GIL_GUARDS_BUFFER:
+                written = self.take_buffered(out, length)
+                if written == length:
+                    return written
             self.pos = self.end = 0
             remaining = length - written
             while remaining > 0:
@@ -627,6 +659,8 @@ cdef class SocketReader:
         cdef Py_ssize_t n = self.end - self.pos
         cdef char *start = self.buf + self.pos
         cdef char *newline
+        if not GIL_GUARDS_BUFFER:
+            return self.read_line(limit)
         if 0 <= limit < n:
             n = limit
         newline = <char *>memchr(start, b"\n", n) if n > 0 else NULL
@@ -727,14 +761,14 @@ cdef class SocketReader:
         self.enter()
         try:
             self.check_attached()
-            if self.state != OPEN:
+            if self.current_state() != OPEN:
                 return
-            self.state = CLOSED
             self.pos = self.end = 0
             PyMem_Free(self.buf)
             self.buf = NULL
-            sock = self.sock
-            self.sock = None
+            with cython.critical_section(self):
+                fs_store_int(&self.state, CLOSED)
+                sock, self.sock = self.sock, None
             sock._decref_socketios()
         finally:
             self.leave()
@@ -746,12 +780,12 @@ cdef class SocketReader:
         self.enter()
         try:
             self.check_open("I/O operation on closed file.")
-            self.state = DETACHED
             self.pos = self.end = 0
             PyMem_Free(self.buf)
             self.buf = NULL
-            sock = self.sock
-            self.sock = None
+            with cython.critical_section(self):
+                fs_store_int(&self.state, DETACHED)
+                sock, self.sock = self.sock, None
         finally:
             self.leave()
         raw = _SocketIO(sock, "rb")
@@ -761,12 +795,13 @@ cdef class SocketReader:
     @property
     def closed(self):
         self.check_attached()
-        return self.state != OPEN
+        return self.current_state() != OPEN
 
     @property
     def name(self):
         self.check_attached()
-        return -1 if self.state != OPEN else self.sock.fileno()
+        sock = self.socket_or_none()
+        return -1 if sock is None else sock.fileno()
 
     @property
     def mode(self):
@@ -774,8 +809,10 @@ cdef class SocketReader:
         return "rb"
 
     def fileno(self):
-        self.check_open("I/O operation on closed file.")
-        return self.sock.fileno()
+        sock = self.socket_or_none()
+        if sock is None:
+            self.check_open("I/O operation on closed file.")
+        return sock.fileno()
 
     def readable(self):
         self.check_open("I/O operation on closed socket.")
@@ -843,7 +880,7 @@ cdef class SocketReader:
 
     def __repr__(self):
         kind = f"{type(self).__module__}.{type(self).__qualname__}"
-        if self.state == DETACHED:
+        if self.current_state() == DETACHED:
             return f"<{kind}>"
         return f"<{kind} name={self.name!r}>"
 
@@ -863,7 +900,7 @@ cdef class SocketWriter:
     io.BufferedIOBase's for a write-only stream."""
 
     cdef readonly object _sock
-    cdef bint is_closed
+    cdef int is_closed  # a bool, read and written as atomics
     cdef dict __dict__
     cdef object __weakref__
 
@@ -889,11 +926,11 @@ cdef class SocketWriter:
         return self._sock.fileno()
 
     def close(self):
-        self.is_closed = True
+        fs_store_int(&self.is_closed, True)
 
     @property
     def closed(self):
-        return self.is_closed
+        return <bint>fs_load_int(&self.is_closed)
 
     def flush(self):
         self._checkClosed()
@@ -912,7 +949,7 @@ cdef class SocketWriter:
         return False
 
     def _checkClosed(self):
-        if self.is_closed:
+        if fs_load_int(&self.is_closed):
             raise ValueError("I/O operation on closed file.")
 
     def _checkReadable(self):

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """Request threads take turns running Python: ThreadingMixIn.request_turns, over csrc/turn.c.
 
 Every syscall that releases the GIL lets another busy request thread take it, and the first must

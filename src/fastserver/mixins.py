@@ -1,6 +1,7 @@
 """ThreadingMixIn and ForkingMixIn: a thread or a child process per request, as in the stdlib."""
 
 import os
+import threading
 
 from . import _cores
 from ._pool import ThreadPool
@@ -8,6 +9,9 @@ from ._pool import ThreadPool
 __all__ = ["ThreadingMixIn"]
 if hasattr(os, "fork"):
     __all__ += ["ForkingMixIn"]
+
+
+_pool_made = threading.Lock()  # one ThreadPool per server, however many threads ask at once
 
 
 class _NoThreads:
@@ -61,11 +65,15 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def _thread_pool(self):
-        """The ThreadPool (``_threads``), made at its first use."""
+        """The ThreadPool (``_threads``), made at its first use (by one thread only, should
+        two ask at once: handle_request() in several threads, a server_close() meanwhile)."""
         pool = self._threads
         if type(pool) is not ThreadPool:
-            turns = _cores.active.turns if self.request_turns else None
-            pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
+            with _pool_made:
+                pool = self._threads
+                if type(pool) is not ThreadPool:
+                    turns = _cores.active.turns if self.request_turns else None
+                    pool = self._threads = ThreadPool(self.max_threads, self._wake_loop, turns)
         return pool
 
     def process_request(self, request, client_address):

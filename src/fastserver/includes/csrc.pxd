@@ -6,6 +6,11 @@ from fastserver.includes.system cimport sockaddr, socklen_t
 cdef extern from "compat.h" nogil:
     int FS_SEND_FLAGS  # for every send(): MSG_NOSIGNAL where there is one
     void FS_CPU_RELAX()  # a pause in a spin-wait loop
+    # Relaxed atomics for flags read without a lock (a bint is an int in C).
+    int fs_load_int(const int *flag)
+    void fs_store_int(int *flag, int value)
+    long fs_load_long(const long *value)
+    void fs_store_long(long *target, long value)
 
 cdef extern from "poller.h" nogil:
     enum:
