@@ -3,11 +3,14 @@
 These check that the tools work and count right, never how fast anything is.
 """
 
+import importlib
+import importlib.resources
 import json
 import os
 import socket
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 from helpers import child_env, make_server, serving
@@ -139,7 +142,7 @@ def test_bench_runs_end_to_end(tmp_path):
         assert median["rps"] > 0, impl
         assert median["server_us_per_req"] > 0, impl
     table = bench.markdown(report)
-    assert "| 4. TCPServer, a connection per request |" in table
+    assert "| 4 | stdlib |" in table and "4. TCPServer, a connection per request" in table
 
 
 FLOOR_CASES = [(load, design) for load in (1, 2, 4) for design in ("threads", "loop")
@@ -188,4 +191,297 @@ def test_bench_runs_the_floor_beside_the_stdlib_and_leaves_it_out_of_http(tmp_pa
     if 5 in by_load:  # wrk is installed
         assert set(by_load[5]) == {"stdlib"}  # no C HTTP server
     table = bench.markdown(report)
-    assert "C, a thread per connection µs/req" in table
+    assert "| 2 | stdlib |" in table and "|  | C threads |" in table
+
+
+# --- the peers (asyncio, uvloop), the report's header, --plot and --from ----------------------
+
+
+def installed_by_test_extra(name):
+    """Whether the test extra installs the distribution ``name`` on this interpreter (its
+    requirement's marker, read from fastserver's installed metadata; True if there is none)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = metadata.requires("fastserver") or []
+    except metadata.PackageNotFoundError:
+        return True
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.name == name:
+            marker = requirement.marker
+            if marker is not None and marker.evaluate({"extra": "test"}):
+                return True
+    return False
+
+
+def import_or_fail(module):
+    """Import ``module``; where the test extra installs it, its absence fails the test (nothing
+    is skipped for a missing test dependency); elsewhere the test is skipped, saying why."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if installed_by_test_extra(module):
+            pytest.fail(f"{module} cannot be imported ({exc}), and the test extra installs it "
+                        f"on this interpreter: pip install '.[test]'")
+        pytest.skip(f"the test extra does not install {module} on this interpreter")
+
+
+def needs_peer(impl):
+    if impl.startswith("uvloop"):
+        import_or_fail("uvloop")
+
+
+@pytest.fixture
+def no_module(tmp_path, monkeypatch):
+    """A function that makes ``import NAME`` fail in this test's child processes (the bench and
+    the servers it starts): a sitecustomize on their PYTHONPATH that refuses to find NAME, even
+    where NAME is installed beside fastserver (whose directory comes first on that path)."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    hidden = []
+
+    def hide(name):
+        hidden.append(name)
+        (shims / "sitecustomize.py").write_text(
+            "import sys\n\n\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.partition('.')[0] in {hidden!r}:\n"
+            "            raise ModuleNotFoundError(f'{name} hidden by the test', name=name)\n\n\n"
+            "sys.meta_path.insert(0, Hide())\n")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+            filter(None, [str(shims), os.environ.get("PYTHONPATH")])))
+
+    return hide
+
+
+def recv_exactly(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_to_eof(sock):
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+REPLY_CASES = ["stdlib", *bench.PEERS]  # the stdlib's server says what the replies must be
+
+
+@pytest.mark.parametrize("impl", REPLY_CASES)
+@pytest.mark.parametrize("number", [1, 4])
+def test_peers_reply_once_and_close_as_the_socketserver_handler(number, impl, tmp_path):
+    # loads 1 and 4: recv(1024), send it back, close; an empty request gets an empty reply
+    needs_peer(impl)
+    server = bench.start_server(bench.LOADS_BY_NUMBER[number], impl, str(tmp_path),
+                                str(tmp_path))
+    try:
+        for request in (b"x" * bench.LINE_SIZE, b"hello, fastserver\n", b""):
+            with socket.create_connection((bench.HOST, server.port), timeout=10) as client:
+                client.sendall(request)
+                if not request:
+                    client.shutdown(socket.SHUT_WR)
+                assert recv_to_eof(client) == request, (impl, request)
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
+@pytest.mark.parametrize("impl", REPLY_CASES)
+def test_peers_echo_lines_as_the_socketserver_handler(impl, tmp_path):
+    # loads 2 and 3: each whole line back as it arrives, a partial one once it is whole, and
+    # what is left at EOF; then the server closes
+    needs_peer(impl)
+    server = bench.start_server(bench.LOADS_BY_NUMBER[2], impl, str(tmp_path), str(tmp_path))
+    try:
+        with socket.create_connection((bench.HOST, server.port), timeout=10) as client:
+            client.sendall(b"one\ntw")
+            assert recv_exactly(client, 4) == b"one\n"
+            client.sendall(b"o\nthree\n")
+            assert recv_exactly(client, 10) == b"two\nthree\n"
+            client.sendall(b"no newline")
+            client.shutdown(socket.SHUT_WR)
+            assert recv_to_eof(client) == b"no newline"
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
+def test_peer_script_refuses_unknown_arguments():
+    source = importlib.resources.files(bench).joinpath("peer_script.py").read_text("utf-8")
+    done = subprocess.run(bench.python_argv(source, "threading-echo", "trio-streams"),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_impls_names_and_groups():
+    assert bench.expand_impls("asyncio,uvloop") == bench.PEERS
+    assert bench.expand_impls("uvloop-protocol, stdlib,uvloop") == (
+        "stdlib", "uvloop-streams", "uvloop-protocol")
+    assert bench.expand_impls("floor,cython") == ("cython", "c-threads", "c-loop")
+    with pytest.raises(ValueError, match="gevent"):
+        bench.expand_impls("stdlib,gevent")
+    done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--impls", "gevent"],
+                          capture_output=True, text=True, timeout=30, env=child_env())
+    assert done.returncode == 2 and "--impls: gevent" in done.stderr
+
+
+def run_bench(argv, tmp_path, timeout=120):
+    """``python -m fastserver.bench *argv`` in a child; its completed process (status 0)."""
+    env = dict(child_env(), FASTSERVER_BENCH_CACHE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "fastserver.bench", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """One short run of every implementation on loads 1 and 2, saved with --json: (its path,
+    the report)."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    done = run_bench(["--loads", "1,2", "--impls", "stdlib,cython,python,peers,floor",
+                      "--rounds", "1", "--requests", "200", "--warmup", "0.05", "--json"],
+                     tmp_path)
+    assert done.stdout.lstrip().startswith("{")  # progress went to stderr
+    assert "load 1 round 1" in done.stderr
+    path = tmp_path / "results.json"
+    path.write_text(done.stdout)
+    return path, json.loads(done.stdout)
+
+
+def test_bench_runs_the_peers_on_the_socket_loads(saved_run):
+    _, report = saved_run
+    by_load = {entry["load"]: entry["results"] for entry in report["loads"]}
+    assert set(by_load) == {1, 2}
+    for number, results in by_load.items():
+        for impl in bench.PEERS:
+            result = results[impl]
+            if "unavailable" in result:
+                needs_peer(impl)  # fails where the test extra installs uvloop, else skips
+                pytest.fail(result["unavailable"])
+            median = result["median"]
+            assert (median["requests"], median["errors"]) == (200, 0), (number, impl)
+            assert median["rps"] > 0 and median["server_us_per_req"] > 0, (number, impl)
+            assert median["p50_us"] is not None, (number, impl)
+            loop = "uvloop" if impl.startswith("uvloop") else "asyncio"
+            assert result["implementation"].startswith(loop), result["implementation"]
+            assert result["gil_enabled"] in (True, False)
+
+
+def test_report_says_where_it_ran(saved_run):
+    _, report = saved_run
+    assert report["python"] == sys.version.split()[0]
+    assert report["free_threaded"] == bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert isinstance(report["gil_enabled"], bool)
+    if not report["free_threaded"]:
+        assert report["gil_enabled"]
+    assert report["fastserver_core"].startswith(("cython-", "python-"))
+    assert report["cpus"] == os.cpu_count()
+    assert "cpu_model" in report
+    assert report["loadavg_before"] is not None and report["loadavg_after"] is not None
+    text = bench.text(report)
+    assert f"GIL {'on' if report['gil_enabled'] else 'off'} in the bench" in text
+    assert f"{report['cpus']} CPUs" in text and "load average" in text
+
+
+def test_from_prints_the_saved_run_within_100_columns(saved_run, tmp_path):
+    path, report = saved_run
+    done = run_bench(["--from", str(path)], tmp_path)
+    assert done.stdout == bench.text(report) + "\n"
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("fastserver load benchmark: python -m fastserver.bench")
+    assert max(len(line) for line in lines) <= 100
+    for impl in bench.ALL_IMPLS:
+        assert f"| {bench.IMPL_LABELS[impl]} |" in done.stdout, impl
+    assert "of which user" not in done.stdout  # the detail table is asked for
+    detailed = run_bench(["--from", str(path), "--detail"], tmp_path)
+    assert "of which user" in detailed.stdout
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<svg")])
+def test_plot_draws_a_saved_run(saved_run, tmp_path, suffix, magic):
+    import_or_fail("matplotlib")
+    path, _ = saved_run
+    picture = tmp_path / f"bench{suffix}"
+    done = run_bench(["--from", str(path), "--plot", str(picture)], tmp_path)
+    assert str(picture) in done.stderr
+    content = picture.read_bytes()
+    assert len(content) > 10_000 and magic in content[:1000]
+    if suffix == ".svg":  # the title says the interpreter and its GIL, the legend the floor
+        text = content.decode()
+        assert "GIL" in text and "the floor" in text
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(saved_run, tmp_path, no_module):
+    no_module("matplotlib")
+    path, _ = saved_run
+    done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--from", str(path),
+                           "--plot", str(tmp_path / "bench.png")], capture_output=True,
+                          text=True, timeout=60, env=child_env())
+    assert done.returncode == 2
+    assert "pip install 'fastserver[plot]'" in done.stderr
+    assert not (tmp_path / "bench.png").exists()
+
+
+def test_plot_and_from_refuse_bad_arguments(saved_run, tmp_path):
+    path, _ = saved_run
+    for argv, message in ((["--from", str(path), "--plot", "bench.jpg"], ".png or .svg"),
+                          (["--from", str(path), "--loads", "1"], "--loads"),
+                          (["--from", str(tmp_path / "none.json")], "cannot read")):
+        done = subprocess.run([sys.executable, "-m", "fastserver.bench", *argv],
+                              capture_output=True, text=True, timeout=60, env=child_env())
+        assert done.returncode != 0 and message in done.stderr, (argv, done.stderr)
+
+
+def test_missing_uvloop_is_reported_not_an_error(tmp_path, no_module):
+    no_module("uvloop")
+    with pytest.raises(bench.Unavailable, match="uvloop"):
+        bench.start_server(bench.LOADS_BY_NUMBER[1], "uvloop-protocol", str(tmp_path),
+                           str(tmp_path))
+    done = run_bench(["--loads", "4,5", "--impls", "stdlib,uvloop", "--rounds", "1",
+                      "--requests", "200", "--warmup", "0.05", "--duration", "1", "--json"],
+                     tmp_path)
+    report = json.loads(done.stdout)
+    by_load = {entry["load"]: entry["results"] for entry in report["loads"]}
+    for impl in ("uvloop-streams", "uvloop-protocol"):
+        assert "uvloop" in by_load[4][impl]["unavailable"]
+    assert by_load[4]["stdlib"]["median"]["requests"] == 200
+    if 5 in by_load:  # wrk is installed: no peer has an HTTP server
+        assert set(by_load[5]) == {"stdlib"}
+    assert any(note.startswith("uvloop-streams, uvloop-protocol: not run, uvloop")
+               for note in report["warnings"])
+    text = bench.text(report)
+    assert "| uvloop Protocol | unavailable |" in text
+
+
+def test_rounds_leave_out_servers_that_cannot_start():
+    # a start() that returns None (an implementation unavailable here) leaves its key out; with
+    # every key left out there is nothing to measure, and no error
+    measured = []
+    servers, figures = bench.measure_rounds(
+        ["a", "b"], lambda key: None, measured.append, 3, lambda *figures: None)
+    assert (servers, figures, measured) == ({}, {}, [])
+
+    class Server:
+        def __init__(self, key):
+            self.key = key
+
+        def stop(self):
+            pass
+
+    servers, figures = bench.measure_rounds(
+        ["a", "gone", "b"], lambda key: None if key == "gone" else Server(key),
+        lambda server: server.key, 2, lambda *figures: None)
+    assert list(servers) == ["a", "b"]
+    assert figures == {"a": ["a", "a"], "b": ["b", "b"]}

@@ -1,4 +1,4 @@
-"""``python -m fastserver.bench``: fastserver against the stdlib's socketserver, under load.
+"""``python -m fastserver.bench``: fastserver against the stdlib, its peers and C, under load.
 
 Each load runs the same server code three ways, each in its own subprocess: on the standard
 library's ``socketserver`` (``stdlib``), on fastserver's compiled core (``cython``) and on its pure
@@ -8,7 +8,10 @@ measures every implementation, in a rotating order) and the table reports median
 
 Asked for by name (``--impls ...,c-threads,c-loop``), the socket loads also run on the floor: the
 same servers written in C (``_floor.c``: a thread per connection, and one epoll thread), which say
-what any server of that design costs on the machine, with no interpreter.
+what any server of that design costs on the machine, with no interpreter. And on the peers
+(``--impls ...,asyncio,uvloop``): the same work as asyncio's users write it, streams or a
+``Protocol``, on asyncio's default loop and on uvloop (``peer_script.py``); a missing uvloop is
+reported in its columns.
 
 Two figures per measurement:
 
@@ -20,18 +23,21 @@ Two figures per measurement:
 The client's own CPU time is measured too (``wait4``): a client that uses more CPU than the server
 it loads would make the requests/s figures the client's, and the bench says so.
 
-Usage: ``python -m fastserver.bench [--quick | --full] [--loads 1,2,5] [--json]``; see ``--help``
-and ``bench/README.md``. Linux or another Unix with a C compiler; all traffic is on 127.0.0.1.
+Usage: ``python -m fastserver.bench [--quick | --full] [--loads 1,2,5] [--impls ...] [--json]
+[--detail] [--plot FILE] [--from RESULTS_JSON]``; see ``--help`` and ``bench/README.md``. Linux or
+another Unix with a C compiler; all traffic is on 127.0.0.1. The result goes to stdout, progress
+to stderr.
 
 The package, a module a job (each imports only those before it):
 
 - ``loads``: the loads, the implementations, a run's settings, ``BenchError``;
 - ``tools``: the C tools (``_loadgen.c``, ``_floor.c``, shipped here), compiled and cached;
 - ``clients``: one run of the load generator or of wrk, with the CPU it used;
-- ``server_script``: the Python servers' script, run as ``python -c``; ``servers``: the server
-  subprocesses and their protocol;
-- ``report``: the markdown tables, the notes, the printed text;
-- ``rounds``: a measured run, interleaved rounds, medians, a whole run's report;
+- ``server_script``: the Python servers' script, run as ``python -c``; ``peer_script``: the
+  peers' (asyncio, uvloop); ``servers``: the server subprocesses and their protocol;
+- ``report``: the markdown tables, the header, the notes, the printed text;
+- ``rounds``: a measured run, interleaved rounds, medians, where it ran, a whole run's report;
+- ``plot``: ``--plot``, with matplotlib (imported only there);
 - ``__main__``: the command line.
 
 The names below are those that bench/scaling.py, bench/profile_load.py and the tests use.
@@ -39,6 +45,7 @@ The names below are those that bench/scaling.py, bench/profile_load.py and the t
 
 from .clients import parse_wrk, run_loadgen, run_wrk
 from .loads import (
+    ALL_IMPLS,
     FLOORS,
     FULL,
     HOST,
@@ -49,22 +56,36 @@ from .loads import (
     LINE_SIZE,
     LOADS,
     LOADS_BY_NUMBER,
+    PEERS,
     QUICK,
     BenchError,
     Load,
     Settings,
+    Unavailable,
+    expand_impls,
     settings_from,
 )
-from .report import fmt, markdown, table, warnings_for, with_notes
-from .rounds import loadavg, machine, measure, measure_rounds, median, medians, run_load
+from .plot import draw
+from .report import detail, fmt, markdown, summary, table, text, warnings_for, with_notes
+from .rounds import (
+    gil_enabled,
+    loadavg,
+    machine,
+    measure,
+    measure_rounds,
+    median,
+    medians,
+    run_load,
+)
 from .servers import ServerProcess, make_docroot, python_argv, start_server
 from .tools import build_floor, build_loadgen, cache_dir, compiler
 
 __all__ = [
-    "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS", "IMPL_LABELS",
-    "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "QUICK", "ServerProcess", "Settings",
-    "build_floor", "build_loadgen", "cache_dir", "compiler", "fmt", "loadavg", "machine",
+    "ALL_IMPLS", "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS",
+    "IMPL_LABELS", "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "PEERS", "QUICK",
+    "ServerProcess", "Settings", "Unavailable", "build_floor", "build_loadgen", "cache_dir",
+    "compiler", "detail", "draw", "expand_impls", "fmt", "gil_enabled", "loadavg", "machine",
     "make_docroot", "markdown", "measure", "measure_rounds", "median", "medians", "parse_wrk",
     "python_argv", "run_load", "run_loadgen", "run_wrk", "settings_from", "start_server",
-    "table", "warnings_for", "with_notes",
+    "summary", "table", "text", "warnings_for", "with_notes",
 ]

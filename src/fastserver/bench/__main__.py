@@ -5,47 +5,102 @@ import json
 import shutil
 import sys
 
-from .loads import FLOORS, FULL, IMPLS, LOADS, LOADS_BY_NUMBER, QUICK, BenchError, settings_from
+from .loads import (
+    ALL_IMPLS,
+    FULL,
+    IMPL_GROUPS,
+    IMPLS,
+    LOADS,
+    LOADS_BY_NUMBER,
+    QUICK,
+    BenchError,
+    expand_impls,
+    settings_from,
+)
+from .plot import check_plot_path, draw
 from .report import text, warnings_for
 from .rounds import run_bench
 from .tools import build_loadgen
 
 
 def parse_args(argv):
-    """(the arguments, the Settings, the loads, the implementations) of a command line."""
+    """(the arguments, the Settings, the loads, the implementations) of a command line; with
+    ``--from``, (the arguments, None, None, None)."""
     parser = argparse.ArgumentParser(
         prog="python -m fastserver.bench",
         description="Load benchmark: fastserver (compiled and pure cores) against the standard "
-                    "library's socketserver, on 127.0.0.1.")
+                    "library's socketserver, asyncio and uvloop, and C servers, on 127.0.0.1. "
+                    "The result goes to stdout, progress to stderr.")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help=f"the default: {QUICK.rounds} rounds of {QUICK.duration} s (~1 min)")
     size.add_argument("--full", action="store_true",
                       help=f"{FULL.rounds} rounds of {FULL.duration} s (~5 min)")
-    parser.add_argument("--loads", default=",".join(str(load.number) for load in LOADS),
+    parser.add_argument("--loads",
                         help="the loads to run, by number (default: all): "
                              + "; ".join(f"{load.number}: {load.title}" for load in LOADS))
-    parser.add_argument("--impls", default=",".join(IMPLS),
-                        help="the implementations (default: stdlib,cython,python); c-threads "
-                             "and c-loop add the floor, the socket loads' servers in C (a "
-                             "thread per connection; one epoll thread)")
+    parser.add_argument("--impls",
+                        help="the implementations (default: stdlib,cython,python), among "
+                             f"{', '.join(ALL_IMPLS)}; asyncio, uvloop, peers and floor stand "
+                             "for several. The peers (asyncio, uvloop: streams and Protocol) "
+                             "and the floor (C: a thread per connection; one epoll thread) run "
+                             "the socket loads (1-4) only")
     parser.add_argument("--rounds", type=int, help="rounds (overrides --quick/--full)")
     parser.add_argument("--duration", type=float,
                         help="seconds of each measured run (wrk: whole seconds, at least 1)")
     parser.add_argument("--warmup", type=float, help="seconds of the warm-up before each run")
     parser.add_argument("--requests", type=int,
                         help="at most this many requests in a run (the C load generator)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the whole report as JSON (every round; --from reads it)")
+    parser.add_argument("--detail", action="store_true",
+                        help="add the detail table: user time, context switches, client CPU, "
+                             "errors")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="draw the results into FILE, .png or .svg (needs matplotlib: "
+                             "pip install 'fastserver[plot]')")
+    parser.add_argument("--from", dest="from_file", metavar="RESULTS_JSON",
+                        help="run nothing: print (and with --plot draw) the report that --json "
+                             "saved in this file")
     args = parser.parse_args(argv)
+    if args.plot:
+        try:
+            check_plot_path(args.plot)
+        except BenchError as exc:
+            parser.error(str(exc))
+    if args.from_file:
+        given = [f"--{name}" for name in ("quick", "full", "loads", "impls", "rounds",
+                                          "duration", "warmup", "requests")
+                 if getattr(args, name) not in (None, False)]
+        if given:
+            parser.error(f"--from prints a saved run: {', '.join(given)} chooses what to run")
+        return args, None, None, None
     settings = settings_from(args, FULL if args.full else QUICK, parser)
+    numbers = args.loads or ",".join(str(load.number) for load in LOADS)
     try:
-        loads = [LOADS_BY_NUMBER[int(n)] for n in args.loads.split(",") if n.strip()]
+        loads = [LOADS_BY_NUMBER[int(n)] for n in numbers.split(",") if n.strip()]
     except (KeyError, ValueError):
         parser.error(f"--loads: numbers among {sorted(LOADS_BY_NUMBER)}")
-    impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
-    if not impls or any(impl not in IMPLS + FLOORS for impl in impls):
-        parser.error(f"--impls: names among {', '.join(IMPLS + FLOORS)}")
+    try:
+        impls = expand_impls(args.impls or ",".join(IMPLS))
+    except ValueError as exc:
+        parser.error(f"--impls: {exc} is none of {', '.join(ALL_IMPLS + tuple(IMPL_GROUPS))}")
+    if not impls or not loads:
+        parser.error("--loads and --impls name at least one each")
     return args, settings, loads, impls
+
+
+def read_report(path):
+    """The report that ``--json`` saved in ``path``; BenchError if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as saved:
+            report = json.load(saved)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--from: cannot read {path}: {exc}") from None
+    if not isinstance(report, dict) or not {"loads", "impls", "settings"} <= set(report):
+        raise BenchError(f"--from: {path} is not a report of python -m fastserver.bench --json")
+    report.setdefault("warnings", warnings_for(report))
+    return report
 
 
 def runnable(loads, impls, log):
@@ -77,19 +132,25 @@ def main(argv=None):
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
-    loads, impls, skipped = runnable(loads, impls, log)
-    for line in skipped:
-        log(line)
-    loadgen = None
-    if any(load.client != "wrk" for load in loads):
-        loadgen = build_loadgen()
-    report = run_bench(" ".join(["python -m fastserver.bench", *argv]), settings, loads, impls,
-                       skipped, loadgen, log)
-    report["warnings"] = warnings_for(report)
+    if args.from_file:
+        report = read_report(args.from_file)
+    else:
+        loads, impls, skipped = runnable(loads, impls, log)
+        for line in skipped:
+            log(line)
+        loadgen = None
+        if any(load.client != "wrk" for load in loads):
+            loadgen = build_loadgen()
+        report = run_bench(" ".join(["python -m fastserver.bench", *argv]), settings, loads,
+                           impls, skipped, loadgen, log)
+        report["warnings"] = warnings_for(report)
+    if args.plot:
+        draw(report, args.plot)
+        log(f"the picture is in {args.plot}")
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(text(report))
+        print(text(report, with_detail=args.detail))
     return 0
 
 

@@ -7,8 +7,19 @@ from dataclasses import dataclass
 IMPLS = ("stdlib", "cython", "python")
 #: The floor (_floor.c): the socket loads' servers written in C, for reference; asked for by name.
 FLOORS = ("c-threads", "c-loop")
+#: The peers (peer_script.py): the socket loads' work on an event loop, as asyncio's users write
+#: it (streams, or a Protocol for speed), on asyncio's default loop and on uvloop's; by name.
+PEERS = ("asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol")
+#: Every implementation, in the order of the table.
+ALL_IMPLS = IMPLS + PEERS + FLOORS
+#: Names that stand for several implementations in ``--impls``.
+IMPL_GROUPS = {"asyncio": PEERS[:2], "uvloop": PEERS[2:], "peers": PEERS, "floor": FLOORS}
+#: Only the socket loads (the load generator's) run these: they have no HTTP server.
+SOCKET_ONLY = PEERS + FLOORS
 IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure",
-               "c-threads": "C, a thread per connection", "c-loop": "C, one epoll thread"}
+               "asyncio-streams": "asyncio streams", "asyncio-protocol": "asyncio Protocol",
+               "uvloop-streams": "uvloop streams", "uvloop-protocol": "uvloop Protocol",
+               "c-threads": "C threads", "c-loop": "C epoll"}
 HOST = "127.0.0.1"
 HTTP_FILE = "small.txt"
 HTTP_FILE_SIZE = 1024
@@ -18,6 +29,27 @@ LINE_SIZE = 64  # bytes of each request (a line, in the echo mode)
 class BenchError(RuntimeError):
     """The bench cannot go on (no compiler, a server that does not answer, a client that failed);
     the command line prints the message and exits with status 1."""
+
+
+class Unavailable(BenchError):
+    """An optional implementation cannot run here (uvloop is not installed): the report says so in
+    its place, and the bench goes on with the others."""
+
+
+def expand_impls(text):
+    """The implementations a ``--impls`` value names, in the table's order, each once (a group
+    name such as ``asyncio`` stands for its members); ValueError for an unknown name."""
+    wanted = set()
+    for name in (part.strip() for part in text.split(",")):
+        if not name:
+            continue
+        if name in IMPL_GROUPS:
+            wanted.update(IMPL_GROUPS[name])
+        elif name in ALL_IMPLS:
+            wanted.add(name)
+        else:
+            raise ValueError(name)
+    return tuple(impl for impl in ALL_IMPLS if impl in wanted)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """The report: markdown tables of a run's medians, what makes its figures doubtful, the text."""
 
+import textwrap
+
 from .loads import FLOORS, IMPL_LABELS
+
+WIDTH = 100  # columns of the text that python -m fastserver.bench prints (the detail table aside)
 
 
 def fmt(value, digits):
@@ -16,47 +20,67 @@ def _ratio(numerator, denominator):
     return f"{numerator / denominator:.2f}x"
 
 
-def table(head, rows):
-    """A markdown table's lines: the head, its rule, a line per row (cells already text)."""
-    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def table(head, rows, text_columns=None):
+    """A markdown table's lines: the head, its rule, a line per row (cells already text). Given
+    ``text_columns`` (how many columns of text come first), the others are aligned right."""
+    if text_columns is None:
+        rule = "|" + "---|" * len(head)
+    else:
+        rule = "|" + "---|" * text_columns + "---:|" * (len(head) - text_columns)
+    return (["| " + " | ".join(head) + " |", rule]
             + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def markdown(report):
-    """The results as markdown tables: per load, CPU per request and requests/s, then latency and
-    the load generator's own CPU."""
-    impls = report["impls"]
-    others = [impl for impl in impls if impl != "stdlib"]
-    head = ["load", "stdlib µs/req"]
-    for impl in others:
-        head += [f"{IMPL_LABELS[impl]} µs/req", "ratio"]
-    head.append("stdlib req/s")
-    for impl in others:
-        head += [f"{IMPL_LABELS[impl]} req/s", "ratio"]
+def _present(entry, impls):
+    """The implementations of ``impls`` that a load's entry has, measured or unavailable."""
+    return [impl for impl in impls if impl in entry["results"]]
+
+
+def loads_legend(report, width=WIDTH):
+    """The loads' titles, wrapped to ``width`` columns (the summary table names loads by number)."""
+    titles = "; ".join(f"{entry['load']}. {entry['title']}" for entry in report["loads"])
+    return textwrap.wrap(f"loads: {titles}", width, subsequent_indent="  ")
+
+
+def summary(report):
+    """The summary table's lines: per load, a row per implementation with its server CPU per
+    request and req/s (each against the stdlib's) and latency; under 100 columns."""
+    head = ["load", "implementation", "server CPU µs/req", "gain", "req/s", "gain", "p50 µs",
+            "p99 µs"]
     rows = []
     for entry in report["loads"]:
-        med = {impl: entry["results"][impl]["median"] if impl in entry["results"] else {}
-               for impl in impls}
-        base = med.get("stdlib", {})
-        row = [f"{entry['load']}. {entry['title']}", fmt(base.get("server_us_per_req"), 1)]
-        for impl in others:
-            row += [fmt(med[impl].get("server_us_per_req"), 1),
-                    _ratio(base.get("server_us_per_req"), med[impl].get("server_us_per_req"))]
-        row.append(fmt(base.get("rps"), 0))
-        for impl in others:
-            row += [fmt(med[impl].get("rps"), 0), _ratio(med[impl].get("rps"), base.get("rps"))]
-        rows.append(row)
-    lines = table(head, rows)
-    lines += ["", "ratio: stdlib µs/req ÷ that column's µs/req, and its req/s ÷ stdlib req/s "
-                  "(above 1: better than the stdlib). Medians of interleaved rounds.", ""]
+        base = entry["results"].get("stdlib", {}).get("median", {})
+        first = True
+        for impl in _present(entry, report["impls"]):
+            result = entry["results"][impl]
+            number = str(entry["load"]) if first else ""
+            first = False
+            if "unavailable" in result:
+                rows.append([number, IMPL_LABELS[impl], "unavailable", "", "", "", "", ""])
+                continue
+            med = result["median"]
+            rows.append([
+                number, IMPL_LABELS[impl], fmt(med["server_us_per_req"], 1),
+                _ratio(base.get("server_us_per_req"), med["server_us_per_req"]),
+                fmt(med["rps"], 0), _ratio(med["rps"], base.get("rps")),
+                fmt(med["p50_us"], 0), fmt(med["p99_us"], 0)])
+    return table(head, rows, text_columns=2)
+
+
+def detail(report):
+    """The detail table's lines: per load and implementation, where the server's time went (user
+    time, context switches), the client's CPU, errors."""
     head = ["load", "implementation", "p50 µs", "p99 µs", "server CPU µs/req",
             "of which user", "server ctx switches/req", "client CPU µs/req", "client busy",
             "errors"]
     rows = []
     for entry in report["loads"]:
-        for impl in [impl for impl in impls if impl in entry["results"]]:
-            med = entry["results"][impl]["median"]
-            errors = sum(r["errors"] for r in entry["results"][impl]["rounds"])
+        for impl in _present(entry, report["impls"]):
+            result = entry["results"][impl]
+            if "unavailable" in result:
+                continue
+            med = result["median"]
+            errors = sum(r["errors"] for r in result["rounds"])
             rows.append([
                 str(entry["load"]), IMPL_LABELS[impl], fmt(med["p50_us"], 0),
                 fmt(med["p99_us"], 0), fmt(med["server_us_per_req"], 1),
@@ -64,14 +88,39 @@ def markdown(report):
                 fmt(med["client_us_per_req"], 1),
                 "-" if med["client_busy"] is None else f"{med['client_busy']:.0%}",
                 str(errors)])
-    return "\n".join(lines + table(head, rows))
+    return table(head, rows, text_columns=2)
+
+
+def markdown(report, with_detail=False):
+    """The results as markdown: the summary table, the loads' titles, the ratios' meaning; then,
+    ``with_detail``, the detail table."""
+    lines = summary(report) + [""] + loads_legend(report) + [
+        "gain: the stdlib's server CPU per request ÷ this one's, and this one's req/s ÷ the",
+        "stdlib's (above 1: better than the stdlib). Medians of interleaved rounds."]
+    if with_detail:
+        lines += [""] + detail(report)
+    return "\n".join(lines)
+
+
+def unavailable_notes(report):
+    """A line per reason an implementation could not run (uvloop not installed), naming them."""
+    by_reason = {}
+    for entry in report["loads"]:
+        for impl, result in entry["results"].items():
+            if "unavailable" in result:
+                impls = by_reason.setdefault(result["unavailable"], [])
+                if impl not in impls:
+                    impls.append(impl)
+    return [f"{', '.join(impls)}: not run, {reason}" for reason, impls in by_reason.items()]
 
 
 def warnings_for(report):
     """What makes figures doubtful: errors, a client that works harder than the server."""
-    notes = []
+    notes = unavailable_notes(report)
     for entry in report["loads"]:
         for impl, result in entry["results"].items():
+            if "unavailable" in result:
+                continue
             med = result["median"]
             errors = sum(r["errors"] for r in result["rounds"])
             if errors:
@@ -102,23 +151,80 @@ def with_notes(text, notes):
     return text + "\n" + "".join(f"\nnote: {line}" for line in notes)
 
 
-def text(report):
-    """The whole report as ``python -m fastserver.bench`` prints it (without ``--json``)."""
+def fill(parts, width=WIDTH, separator="; ", indent="  "):
+    """Lines of at most ``width`` columns holding ``parts`` joined by ``separator``; a line ends
+    between parts (and inside one only where it is too long alone)."""
+    lines = []
+    line = ""
+    for index, part in enumerate(parts):
+        text = part + (separator.rstrip() if index < len(parts) - 1 else "")
+        candidate = f"{line} {text}" if line else text
+        if len(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = indent + text
+    if line:
+        lines.append(line)
+    return [wrapped for line in lines
+            for wrapped in textwrap.wrap(line, width, subsequent_indent=indent)]
+
+
+def _on_off(flag):
+    return "?" if flag is None else ("on" if flag else "off")
+
+
+def where_it_ran(report):
+    """The header's lines on the interpreter, the machine and the run (a report saved by an
+    older bench may lack some of these figures: they are left out)."""
     settings = report["settings"]
     rounds = settings["rounds"]
-    header = [
-        f"fastserver load benchmark: {report['command']}",
-        f"Python {report['python']}, {report['platform']}, {report['cpus']} CPUs; "
-        f"{rounds} round{'s' if rounds != 1 else ''} of {settings['duration']} s; "
-        f"{report['elapsed_s']:.0f} s in all; load average {report['loadavg_before']} "
-        f"before, {report['loadavg_after']} after",
-    ]
+    interpreter = f"{report.get('python_implementation', 'Python')} {report['python']}"
+    if "free_threaded" in report:
+        build = "free-threaded build" if report["free_threaded"] else "GIL build"
+        interpreter += f" ({build}, GIL {_on_off(report.get('gil_enabled'))} in the bench)"
+    if report.get("fastserver_core"):
+        interpreter += f", fastserver core {report['fastserver_core']}"
+    cpus = f"{report['cpus']} CPUs"
+    if report.get("cpus_usable") not in (None, report["cpus"]):
+        cpus += f" ({report['cpus_usable']} usable)"
+    if report.get("cpu_model"):
+        cpus = f"{report['cpu_model']}, {cpus}"
+    lines = fill([
+        interpreter, report["platform"], cpus,
+        f"{rounds} round{'s' if rounds != 1 else ''} of {settings['duration']} s, "
+        f"{report['elapsed_s']:.0f} s in all",
+        f"load average {report['loadavg_before']} before, {report['loadavg_after']} after"])
     seen = {}
     for entry in report["loads"]:
         for impl, result in entry["results"].items():
-            seen.setdefault(impl, (result["implementation"], result["streams"]))
-    header.append("; ".join(f"{IMPL_LABELS[impl]}: {name}, stream files from {streams}"
-                            for impl, (name, streams) in seen.items()
-                            if impl != "stdlib" and impl not in FLOORS))
-    return with_notes("\n".join([*header, "", markdown(report)]),
-                      report["skipped"] + report["warnings"])
+            if "implementation" in result:
+                seen.setdefault(impl, result)
+    servers = []
+    for impl in [impl for impl in report["impls"] if impl in seen]:
+        if impl == "stdlib" or impl in FLOORS:
+            continue
+        result = seen[impl]
+        what = result["implementation"]
+        if result.get("streams"):
+            what += f", stream files from {result['streams']}"
+        servers.append(f"{IMPL_LABELS[impl]}: {what}")
+    if servers:
+        lines += fill([f"servers: {servers[0]}", *servers[1:]])
+    if report.get("free_threaded"):
+        gil_on = [IMPL_LABELS[impl] for impl in report["impls"]
+                  if impl in seen and seen[impl].get("gil_enabled")]
+        lines += textwrap.wrap(
+            "GIL on in the servers of: " + ", ".join(gil_on) + " (an extension module that does "
+            "not declare itself safe without it turned it on)" if gil_on else
+            "GIL off in every Python server", WIDTH, subsequent_indent="  ")
+    return lines
+
+
+def text(report, with_detail=False):
+    """The whole report as ``python -m fastserver.bench`` prints it (without ``--json``)."""
+    header = [*textwrap.wrap(f"fastserver load benchmark: {report['command']}", WIDTH,
+                             subsequent_indent="  "), *where_it_ran(report)]
+    notes = ["\n  ".join(textwrap.wrap(note, WIDTH - len("note: ")))
+             for note in report["skipped"] + report["warnings"]]
+    return with_notes("\n".join([*header, "", markdown(report, with_detail)]), notes)

@@ -10,12 +10,14 @@ import dataclasses
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 
 from .clients import run_loadgen, run_wrk, warm_http
-from .loads import FLOORS
+from .loads import SOCKET_ONLY, Unavailable
 from .report import fmt
 from .servers import make_docroot, start_server
 
@@ -72,14 +74,18 @@ def medians(rounds, leave_out=()):
 def measure_rounds(keys, start, measure_one, rounds, log_round):
     """Start a server per key (``start(key)``), then ``rounds`` interleaved rounds of
     ``measure_one(server)``, each result passed to ``log_round(round index, key, figures)``; stop
-    every server, whatever happens. (the servers by key, the figures of each key by round)."""
-    keys = list(keys)
+    every server, whatever happens. (the servers by key, the figures of each key by round). A key
+    whose ``start()`` returns None is left out of both."""
     servers = {}
-    figures = {key: [] for key in keys}
+    figures = {}
     try:
         for key in keys:
-            servers[key] = start(key)
-        for number in range(rounds):
+            server = start(key)
+            if server is not None:
+                servers[key] = server
+                figures[key] = []
+        keys = list(servers)
+        for number in range(rounds if keys else 0):
             shift = number % len(keys)
             for key in keys[shift:] + keys[:shift]:
                 result = measure_one(servers[key])
@@ -93,24 +99,37 @@ def measure_rounds(keys, start, measure_one, rounds, log_round):
 
 def run_load(load, impls, settings, loadgen, docroot, logdir, log):
     """Every round of one load, the implementations interleaved; per implementation, the rounds
-    and their medians."""
+    and their medians, or ``{"unavailable": why}`` for one that cannot run here."""
     if load.client == "wrk":
-        impls = tuple(impl for impl in impls if impl not in FLOORS)  # no C HTTP server
+        impls = tuple(impl for impl in impls if impl not in SOCKET_ONLY)  # no HTTP server
+    unavailable = {}
+
+    def start(impl):
+        try:
+            return start_server(load, impl, docroot, logdir)
+        except Unavailable as exc:
+            log(f"  load {load.number} {impl}: {exc}")
+            unavailable[impl] = str(exc)
+            return None
 
     def log_round(number, impl, figures):
-        log(f"  load {load.number} round {number + 1} {impl:7}: "
+        log(f"  load {load.number} round {number + 1} {impl:16}: "
             f"{fmt(figures['server_us_per_req'], 1)} us/req, "
             f"{fmt(figures['rps'], 0)} req/s, {figures['errors']} errors")
 
     servers, rounds = measure_rounds(
-        impls, lambda impl: start_server(load, impl, docroot, logdir),
-        lambda server: measure(server, load, settings, loadgen), settings.rounds, log_round)
+        impls, start, lambda server: measure(server, load, settings, loadgen), settings.rounds,
+        log_round)
     result = {}
     for impl in impls:
+        if impl in unavailable:
+            result[impl] = {"unavailable": unavailable[impl]}
+            continue
         tracebacks, client_gone = servers[impl].tracebacks()
         result[impl] = {
             "implementation": servers[impl].implementation,
             "streams": servers[impl].streams,
+            "gil_enabled": servers[impl].gil_enabled,
             "median": medians(rounds[impl]),
             "rounds": rounds[impl],
             "server_tracebacks": tracebacks,
@@ -127,10 +146,45 @@ def loadavg():
         return None
 
 
+def gil_enabled():
+    """Whether the GIL is on in this process now (always, before Python 3.13)."""
+    return getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def cpu_model():
+    """The CPU's model name, as the OS tells it; None if it does not."""
+    try:
+        with open("/proc/cpuinfo", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+                    return value.strip() or None
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or None
+
+
 def machine():
-    """What the report says of the machine: Python, the platform, the CPUs."""
-    return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": os.cpu_count()}
+    """Where a run ran: the interpreter (version, a free-threaded build or not, the GIL on in this
+    process now), fastserver's default core, the platform, the CPU model and count."""
+    import fastserver
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"python": sys.version.split()[0],
+            "python_implementation": platform.python_implementation(),
+            "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+            "gil_enabled": gil_enabled(),
+            "fastserver_core": fastserver.IMPLEMENTATION,
+            "platform": platform.platform(),
+            "cpu_model": cpu_model(),
+            "cpus": os.cpu_count(),
+            "cpus_usable": usable}
 
 
 def run_bench(command, settings, loads, impls, skipped, loadgen, log):

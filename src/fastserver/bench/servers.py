@@ -12,7 +12,7 @@ import subprocess
 import sys
 from importlib import resources
 
-from .loads import FLOORS, HTTP_FILE, HTTP_FILE_SIZE, BenchError
+from .loads import FLOORS, HTTP_FILE, HTTP_FILE_SIZE, PEERS, BenchError, Unavailable
 from .tools import build_floor
 
 START_TIMEOUT = 30.0  # seconds for a server's hello line: a cold interpreter on a busy machine
@@ -34,7 +34,8 @@ class ServerProcess:
 
     ``name`` says which in error messages. The server imports this fastserver (its directory
     comes first on PYTHONPATH), whatever FASTSERVER_NO_EXTENSIONS says here: a server script
-    picks its core itself. bench/scaling.py's server subclasses it.
+    picks its core itself. bench/scaling.py's server subclasses it. A server that cannot run here
+    says why in its hello line (``{"missing": why}``): Unavailable.
     """
 
     def __init__(self, argv, log_path, name):
@@ -51,9 +52,14 @@ class ServerProcess:
             text=True, bufsize=1, close_fds=True)
         #: the hello line, decoded: port, implementation, streams (and what a script adds)
         self.hello = json.loads(self._line(START_TIMEOUT))
+        if "missing" in self.hello:
+            self.stop()
+            raise Unavailable(self.hello["missing"])
         self.port = self.hello["port"]
         self.implementation = self.hello["implementation"]
         self.streams = self.hello.get("streams")
+        #: whether the GIL was on in the server once it was set up (None: a C server)
+        self.gil_enabled = self.hello.get("gil_enabled")
 
     def _line(self, timeout):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -112,14 +118,20 @@ class ServerProcess:
         self._log.close()
 
 
+def _script(name):
+    return resources.files(__package__).joinpath(name).read_text("utf-8")
+
+
 def start_server(load, impl, docroot, logdir):
-    """A load's server on ``impl``: server_script.py in Python, or a floor's C server."""
+    """A load's server on ``impl``: server_script.py in Python, a peer's (peer_script.py), or a
+    floor's C server. Unavailable where ``impl`` cannot run here (uvloop is not installed)."""
     log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
     if impl in FLOORS:
         argv = [build_floor(), load.server, impl[len("c-"):]]
+    elif impl in PEERS:
+        argv = python_argv(_script("peer_script.py"), load.server, impl)
     else:
-        source = resources.files(__package__).joinpath("server_script.py").read_text("utf-8")
-        argv = python_argv(source, load.server, impl, docroot)
+        argv = python_argv(_script("server_script.py"), load.server, impl, docroot)
     return ServerProcess(argv, log_path, impl)
 
 
