@@ -166,6 +166,13 @@ class ThreadPool:
             if me.job is None:  # close() woke us
                 return
 
+    def stop_accepting(self):
+        """Have the adopted groups accept no more (their busy threads finish their requests)."""
+        with self._lock:
+            adopted = list(self._adopted)
+        for group in adopted:
+            group.stop()
+
     def finish_jobs(self):
         """Wait until every job has ended, on daemon threads too, and so have the adopted groups'
         threads (stop them first: this does not stop the pool). A worker process that stops

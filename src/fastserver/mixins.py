@@ -23,6 +23,9 @@ class _NoThreads:
     def close(self):
         pass
 
+    def stop_accepting(self):
+        pass
+
     def __len__(self):
         return 0
 
@@ -94,6 +97,10 @@ class ThreadingMixIn:
         return not self._threads.full() if type(self._threads) is ThreadPool else True
 
     def server_close(self):
+        # Request threads that accept for themselves stop before the listener closes: none may
+        # accept() or epoll_ctl() on its descriptor number once another file can have it (this
+        # matters when server_close() races a running serve_forever(), which stops them too).
+        self._threads.stop_accepting()
         super().server_close()
         if self.block_on_close:
             self._threads.join()
