@@ -6,6 +6,7 @@ cores; what a server whose listener is wrapped by hand does runs on the stdlib t
 same test shows the stdlib blocking.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -124,6 +125,37 @@ def tls_exchange(address, context, data=b"one\ntwo\n", source=None):
             return read_all(tls), version, alpn
 
 
+# A forking server's client runs in a process of its own: fork() copies OpenSSL's locks as they
+# are, and a request child forked while a client thread of the same process holds one (in the
+# middle of its handshake) waits for it forever in its own wrap_socket().
+CLIENT_SCRIPT = r"""
+import json, socket, ssl, sys
+host, port, cafile, version, timeout = sys.argv[1:]
+context = ssl.create_default_context(cafile=cafile)
+context.minimum_version = context.maximum_version = ssl.TLSVersion[version]
+context.set_alpn_protocols(["http/1.1"])
+with socket.create_connection((host, int(port)), timeout=float(timeout)) as raw:
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        version, alpn = tls.version(), tls.selected_alpn_protocol()
+        tls.sendall(b"one\ntwo\n")
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+        print(json.dumps([b"".join(chunks).decode("latin-1"), version, alpn]))
+"""
+
+
+def tls_exchange_elsewhere(address, certs, version):
+    """tls_exchange() of b"one\ntwo\n" from another process (for a forking server)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT_SCRIPT, address[0], str(address[1]), certs["server"][0],
+         version.name, str(TIMEOUT)],
+        capture_output=True, text=True, timeout=TIMEOUT * 3)
+    assert result.returncode == 0, result.stderr
+    reply, used, alpn = json.loads(result.stdout)
+    return reply.encode("latin-1"), used, alpn
+
+
 def client_hello():
     """The bytes of a TLS ClientHello, as a client's first flight."""
     context = ssl.create_default_context()
@@ -160,8 +192,11 @@ def test_python_clients_are_served_over_tls(fast, certs, server_context, base, v
     server = tls_server(fast, recorder, server_context, base)
     with serving(server):
         for _ in range(3):
-            reply, used, alpn = tls_exchange(server.server_address,
-                                             client_context(certs, version))
+            if base == "ForkingTCPServer":
+                reply, used, alpn = tls_exchange_elsewhere(server.server_address, certs, version)
+            else:
+                reply, used, alpn = tls_exchange(server.server_address,
+                                                 client_context(certs, version))
             assert reply == b"SSLSocket one\ntwo\n"
             assert used == {ssl.TLSVersion.TLSv1_2: "TLSv1.2",
                             ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
