@@ -272,9 +272,11 @@ def stress_round(module, kind, base, directory):
         hung = join_all(clients, ROUND_DEADLINE)
     finally:
         done.set()
-        hung = join_all(stoppers, TIMEOUT) + hung
-        # The last serve_forever() may have begun after the stoppers' last shutdown().
+        # The last serve_forever() may have begun after the stoppers' last shutdown(); and a
+        # stopper may wait in a shutdown() whose request the loop before consumed (set just as
+        # that loop ended, the stdlib's window too): it returns when this last loop ends.
         hung += [] if stop_serving(server, serving) else [serving.name]
+        hung = join_all(stoppers, TIMEOUT) + hung
         if not hung:
             bounded(server.server_close)
     assert not hung, f"still running: {hung}"
