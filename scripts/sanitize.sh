@@ -306,7 +306,7 @@ def doing(lines, count=3):
 #   is CPython's, listed in scripts/tsan-suppressions.txt with the reason;
 # - CPython's alone: listed.
 found_ours, found_theirs = {}, {}
-for path in sys.argv[3:]:
+for path in filter(os.path.exists, sys.argv[3:]):  # no report: the glob stays as it is
     for report in reports(path):
         kind = re.sub(r" \(pid=\d+\)$", "", report[0].split("ThreadSanitizer: ", 1)[1])
         kind = {"data race": "race", "data race on vptr (ctor/dtor vs virtual call)": "race"}.get(
