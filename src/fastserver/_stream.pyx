@@ -449,10 +449,11 @@ cdef class SocketReader:
         self.check_open("read of closed file")
         if n == -1:
             return self.read_all()
-        have = self.end - self.pos
-        if GIL_GUARDS_BUFFER and n <= have:
-            self.pos += n
-            return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
+        if GIL_GUARDS_BUFFER:
+            have = self.end - self.pos
+            if n <= have:
+                self.pos += n
+                return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
         return self.read_generic(n)
 
     cdef object read_all(self):
@@ -528,12 +529,13 @@ cdef class SocketReader:
         self.check_open("read of closed file")
         if n == 0:
             return b""
-        have = self.end - self.pos
-        if GIL_GUARDS_BUFFER and have > 0:
-            if n > have:
-                n = have
-            self.pos += n
-            return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
+        if GIL_GUARDS_BUFFER:
+            have = self.end - self.pos
+            if have > 0:
+                if n > have:
+                    n = have
+                self.pos += n
+                return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
         return self.read1_raw(n)
 
     cdef object read1_raw(self, Py_ssize_t n):
@@ -656,11 +658,13 @@ cdef class SocketReader:
         return self.next_line(limit)
 
     cdef object next_line(self, Py_ssize_t limit):
-        cdef Py_ssize_t n = self.end - self.pos
-        cdef char *start = self.buf + self.pos
+        cdef Py_ssize_t n
+        cdef char *start
         cdef char *newline
-        if not GIL_GUARDS_BUFFER:
+        if not GIL_GUARDS_BUFFER:  # nothing of the buffer is read without the lock
             return self.read_line(limit)
+        n = self.end - self.pos
+        start = self.buf + self.pos
         if 0 <= limit < n:
             n = limit
         newline = <char *>memchr(start, b"\n", n) if n > 0 else NULL
