@@ -61,6 +61,7 @@ cdef bint peer_gone(int err) noexcept nogil:
 
 
 cdef object _fsdecode = __import__("os").fsdecode
+cdef object _socket_detach = __import__("_socket").socket.detach
 
 
 cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
@@ -86,6 +87,17 @@ cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
             return (<char *>un.sun_path)[:path_length]
         return _fsdecode((<char *>un.sun_path)[:strlen(un.sun_path)])
     return None
+
+
+cdef bint listener_passes_nodelay(int listen_fd) noexcept:
+    """Set TCP_NODELAY on the listener where accepted connections inherit it (Linux copies the
+    listener's options into each), which spares a setsockopt() per connection."""
+    cdef int one = 1
+    return (INHERITS_NODELAY
+            and setsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0)
+
+
+cdef bint INHERITS_NODELAY = __import__("sys").platform.startswith("linux")
 
 
 cdef class Dispatcher:
@@ -116,6 +128,8 @@ cdef class Dispatcher:
             self.proto = sock.proto
             self.socket_class = type(sock)
             self.nodelay = bool(server.tcp_nodelay) and self.family in (AF_INET, AF_INET6)
+            if self.nodelay and listener_passes_nodelay(self.listen_fd):
+                self.nodelay = False  # each accepted connection has it already
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
                 self.get_request = server.get_request
@@ -250,8 +264,10 @@ cdef class Dispatcher:
         if self.close_socket:
             if type(request) is _socket.socket and request._io_refs <= 0:
                 # what close() does, but without releasing the GIL around close(2): another
-                # thread waiting for the GIL would take it, and this one would wait to finish
-                fd = request.detach()
+                # thread waiting for the GIL would take it, and this one would wait to finish.
+                # socket.socket.detach() is this, in Python (a frame and a super() a request).
+                request._closed = True
+                fd = _socket_detach(request)
                 if fd >= 0:
                     close(fd)
             else:
