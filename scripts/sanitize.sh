@@ -46,6 +46,7 @@ if [[ $mode == tsan ]]; then  # before the scratch copy: the first build takes l
     tsan_python=$("$root/scripts/free-threaded-python.sh" --tsan | tail -n1) || exit 2
 fi
 scratch=$(mktemp -d /tmp/fastserver-sanitize.XXXXXX)
+# shellcheck disable=SC2317 # run by the trap
 cleanup() { if [[ ${KEEP:-0} == 1 ]]; then echo "scratch copy kept: $scratch"; else rm -rf "$scratch"; fi; }
 trap cleanup EXIT
 
@@ -94,7 +95,7 @@ print("   core:", fastserver.IMPLEMENTATION, c.__file__)' || { unset LD_PRELOAD;
     reports=$(grep -l "ERROR: AddressSanitizer" asan-logs/asan.* 2>/dev/null | wc -l)
     if ((reports)); then
         echo "!! ASan: $reports report(s):"
-        for f in $(grep -l "ERROR: AddressSanitizer" asan-logs/asan.*); do
+        grep -l "ERROR: AddressSanitizer" asan-logs/asan.* | while read -r f; do
             echo "--- $f"; head -40 "$f"
         done
         status=1
@@ -131,7 +132,7 @@ run_valgrind() {
     local rc=$?
     echo "   valgrind/pytest exit $rc in $((SECONDS - started)) s: $(tail -1 valgrind-pytest.log)"
     # Split each log into error records; keep those with a frame in fastserver's objects.
-    "$python" - "$objects_pattern" valgrind-logs/vg.* <<'EOF'
+    "$python" - "$objects_pattern" valgrind-logs/vg.* <<'EOF' || status=1
 import re
 import sys
 
@@ -158,7 +159,6 @@ for path in sys.argv[2:]:
 print(f"   valgrind: {total} error record(s), {ours} in fastserver's objects")
 sys.exit(1 if ours else 0)
 EOF
-    (($? == 0)) || status=1
     if ((rc == 1)); then
         grep -E "^(FAILED|ERROR) " valgrind-pytest.log | sed 's/^/   /'
     fi
@@ -221,7 +221,7 @@ print(int(sys._is_gil_enabled()))') || exit 2
     # Reports are judged here, none suppressed in TSan itself: a CPython pattern could hide one
     # of ours. The lists only label CPython's reports as known.
     "$python" - "$(dirname "$tsan_python")/../lib/tsan-suppressions-cpython.txt" \
-        "$root/scripts/tsan-suppressions.txt" tsan-logs/tsan.* <<'PYTHON'
+        "$root/scripts/tsan-suppressions.txt" tsan-logs/tsan.* <<'PYTHON' || status=1
 import os
 import re
 import sys
@@ -348,7 +348,6 @@ print(f"   TSan: {len(found_ours)} place(s) in fastserver's code, {len(found_the
       f"CPython's ({sum(1 for v in found_theirs.values() if v[1])} of them in a list)")
 sys.exit(1 if found_ours else 0)
 PYTHON
-    (($? == 0)) || status=1
     if ((rc != 0 && rc != 1)); then
         echo "!! pytest under TSan ended abnormally (exit $rc):"; tail -30 tsan-pytest.log
         status=1

@@ -7,6 +7,7 @@ import importlib
 import importlib.resources
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -402,7 +403,8 @@ def test_from_prints_the_saved_run_within_100_columns(saved_run, tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith("fastserver load benchmark: python -m fastserver.bench")
     assert max(len(line) for line in lines) <= 100
-    for impl in bench.ALL_IMPLS:
+    assert set(report["impls"]) == set(bench.ALL_IMPLS) - {"baseline"}  # see test_baseline_...
+    for impl in report["impls"]:
         assert f"| {bench.IMPL_LABELS[impl]} |" in done.stdout, impl
     assert "of which user" not in done.stdout  # the detail table is asked for
     detailed = run_bench(["--from", str(path), "--detail"], tmp_path)
@@ -485,3 +487,39 @@ def test_rounds_leave_out_servers_that_cannot_start():
         lambda server: server.key, 2, lambda *figures: None)
     assert list(servers) == ["a", "b"]
     assert figures == {"a": ["a", "a"], "b": ["b", "b"]}
+
+
+def test_baseline_runs_the_fastserver_of_another_tree_beside_this_one(tmp_path):
+    # a copy of this package stands for another checkout: the baseline's server must import it
+    # (not this one), on its compiled core, interleaved with this tree's servers
+    package = os.path.dirname(fastserver.__file__)
+    if not any(name.startswith("_core.") and name.endswith((".so", ".pyd"))
+               for name in os.listdir(package)):
+        pytest.fail("the compiled core is not built in place (python setup.py build_ext "
+                    "--inplace): the baseline runs a tree's compiled core")
+    other = tmp_path / "other" / "src"
+    shutil.copytree(package, other / "fastserver",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    done = run_bench(["--loads", "2", "--impls", "stdlib,cython", "--baseline", str(other),
+                      "--rounds", "1", "--requests", "200", "--warmup", "0.05", "--json"],
+                     tmp_path)
+    report = json.loads(done.stdout)
+    assert report["impls"] == ["stdlib", "cython", "baseline"]
+    (entry,) = report["loads"]
+    results = entry["results"]
+    assert results["baseline"]["package"] == str(other / "fastserver")
+    assert results["cython"]["package"] == package
+    assert results["stdlib"]["package"] is None
+    assert results["baseline"]["implementation"].startswith("cython-")
+    assert results["baseline"]["median"]["requests"] == 200
+    text = bench.text(report)
+    assert "|  | fastserver baseline |" in text
+    assert "fastserver baseline: cython-" in " ".join(text.split())  # the servers line
+
+
+def test_baseline_refuses_a_directory_without_fastserver(tmp_path):
+    for argv, message in ((["--baseline", str(tmp_path)], "has no fastserver package"),
+                          (["--impls", "cython,baseline"], "baseline needs --baseline DIR")):
+        done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--loads", "2", *argv],
+                              capture_output=True, text=True, timeout=60, env=child_env())
+        assert done.returncode != 0 and message in done.stderr, (argv, done.stderr)

@@ -7,6 +7,7 @@ import sys
 
 from .loads import (
     ALL_IMPLS,
+    BASELINE,
     FULL,
     IMPL_GROUPS,
     IMPLS,
@@ -20,6 +21,7 @@ from .loads import (
 from .plot import check_plot_path, draw
 from .report import text, warnings_for
 from .rounds import run_bench
+from .servers import check_baseline
 from .tools import build_loadgen
 
 
@@ -45,6 +47,10 @@ def parse_args(argv):
                              "for several. The peers (asyncio, uvloop: streams and Protocol) "
                              "and the floor (C: a thread per connection; one epoll thread) run "
                              "the socket loads (1-4) only")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="add the baseline column: the compiled core of the fastserver that "
+                             "DIR holds (another checkout's src, built), interleaved with this "
+                             "one: a change's before and after")
     parser.add_argument("--rounds", type=int, help="rounds (overrides --quick/--full)")
     parser.add_argument("--duration", type=float,
                         help="seconds of each measured run (wrk: whole seconds, at least 1)")
@@ -69,8 +75,8 @@ def parse_args(argv):
         except BenchError as exc:
             parser.error(str(exc))
     if args.from_file:
-        given = [f"--{name}" for name in ("quick", "full", "loads", "impls", "rounds",
-                                          "duration", "warmup", "requests")
+        given = [f"--{name}" for name in ("quick", "full", "loads", "impls", "baseline",
+                                          "rounds", "duration", "warmup", "requests")
                  if getattr(args, name) not in (None, False)]
         if given:
             parser.error(f"--from prints a saved run: {', '.join(given)} chooses what to run")
@@ -85,6 +91,10 @@ def parse_args(argv):
         impls = expand_impls(args.impls or ",".join(IMPLS))
     except ValueError as exc:
         parser.error(f"--impls: {exc} is none of {', '.join(ALL_IMPLS + tuple(IMPL_GROUPS))}")
+    if args.baseline:
+        impls = expand_impls(",".join((*impls, BASELINE)))
+    elif BASELINE in impls:
+        parser.error("--impls: baseline needs --baseline DIR")
     if not impls or not loads:
         parser.error("--loads and --impls name at least one each")
     return args, settings, loads, impls
@@ -138,11 +148,12 @@ def main(argv=None):
         loads, impls, skipped = runnable(loads, impls, log)
         for line in skipped:
             log(line)
+        baseline = check_baseline(args.baseline) if args.baseline else None
         loadgen = None
         if any(load.client != "wrk" for load in loads):
             loadgen = build_loadgen()
         report = run_bench(" ".join(["python -m fastserver.bench", *argv]), settings, loads,
-                           impls, skipped, loadgen, log)
+                           impls, skipped, loadgen, log, baseline)
         report["warnings"] = warnings_for(report)
     if args.plot:
         draw(report, args.plot)

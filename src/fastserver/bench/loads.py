@@ -5,18 +5,22 @@ from dataclasses import dataclass
 
 #: The Python implementations, run by default: the stdlib's socketserver, fastserver's cores.
 IMPLS = ("stdlib", "cython", "python")
+#: fastserver's compiled core from another tree (``--baseline DIR``): a change's before and after
+#: in one interleaved run.
+BASELINE = "baseline"
 #: The floor (_floor.c): the socket loads' servers written in C, for reference; asked for by name.
 FLOORS = ("c-threads", "c-loop")
 #: The peers (peer_script.py): the socket loads' work on an event loop, as asyncio's users write
 #: it (streams, or a Protocol for speed), on asyncio's default loop and on uvloop's; by name.
 PEERS = ("asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol")
 #: Every implementation, in the order of the table.
-ALL_IMPLS = IMPLS + PEERS + FLOORS
+ALL_IMPLS = IMPLS + (BASELINE,) + PEERS + FLOORS
 #: Names that stand for several implementations in ``--impls``.
 IMPL_GROUPS = {"asyncio": PEERS[:2], "uvloop": PEERS[2:], "peers": PEERS, "floor": FLOORS}
 #: Only the socket loads (the load generator's) run these: they have no HTTP server.
 SOCKET_ONLY = PEERS + FLOORS
 IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure",
+               BASELINE: "fastserver baseline",
                "asyncio-streams": "asyncio streams", "asyncio-protocol": "asyncio Protocol",
                "uvloop-streams": "uvloop streams", "uvloop-protocol": "uvloop Protocol",
                "c-threads": "C threads", "c-loop": "C epoll"}

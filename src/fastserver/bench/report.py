@@ -2,7 +2,7 @@
 
 import textwrap
 
-from .loads import FLOORS, IMPL_LABELS
+from .loads import BASELINE, FLOORS, IMPL_LABELS
 
 WIDTH = 100  # columns of the text that python -m fastserver.bench prints (the detail table aside)
 
@@ -208,6 +208,8 @@ def where_it_ran(report):
         what = result["implementation"]
         if result.get("streams"):
             what += f", stream files from {result['streams']}"
+        if impl == BASELINE and result.get("package"):
+            what += f", from {result['package']}"
         servers.append(f"{IMPL_LABELS[impl]}: {what}")
     if servers:
         lines += fill([f"servers: {servers[0]}", *servers[1:]])

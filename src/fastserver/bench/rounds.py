@@ -97,7 +97,7 @@ def measure_rounds(keys, start, measure_one, rounds, log_round):
     return servers, figures
 
 
-def run_load(load, impls, settings, loadgen, docroot, logdir, log):
+def run_load(load, impls, settings, loadgen, docroot, logdir, log, baseline=None):
     """Every round of one load, the implementations interleaved; per implementation, the rounds
     and their medians, or ``{"unavailable": why}`` for one that cannot run here."""
     if load.client == "wrk":
@@ -106,7 +106,7 @@ def run_load(load, impls, settings, loadgen, docroot, logdir, log):
 
     def start(impl):
         try:
-            return start_server(load, impl, docroot, logdir)
+            return start_server(load, impl, docroot, logdir, baseline)
         except Unavailable as exc:
             log(f"  load {load.number} {impl}: {exc}")
             unavailable[impl] = str(exc)
@@ -130,6 +130,7 @@ def run_load(load, impls, settings, loadgen, docroot, logdir, log):
             "implementation": servers[impl].implementation,
             "streams": servers[impl].streams,
             "gil_enabled": servers[impl].gil_enabled,
+            "package": servers[impl].package,
             "median": medians(rounds[impl]),
             "rounds": rounds[impl],
             "server_tracebacks": tracebacks,
@@ -187,8 +188,9 @@ def machine():
             "cpus_usable": usable}
 
 
-def run_bench(command, settings, loads, impls, skipped, loadgen, log):
-    """Every load in turn; the report (a dict, what ``--json`` prints) without its warnings."""
+def run_bench(command, settings, loads, impls, skipped, loadgen, log, baseline=None):
+    """Every load in turn; the report (a dict, what ``--json`` prints) without its warnings.
+    ``baseline``: the directory the baseline's fastserver is imported from."""
     started = time.monotonic()
     report = {
         "command": command,
@@ -197,13 +199,14 @@ def run_bench(command, settings, loads, impls, skipped, loadgen, log):
         **machine(),
         "loadavg_before": loadavg(),
         "skipped": skipped,
+        "baseline": baseline,
         "loads": [],
     }
     with tempfile.TemporaryDirectory(prefix="fastserver-bench-") as tmp:
         docroot = make_docroot(tmp)
         for load in loads:
             log(f"load {load.number}: {load.title}")
-            results = run_load(load, impls, settings, loadgen, docroot, tmp, log)
+            results = run_load(load, impls, settings, loadgen, docroot, tmp, log, baseline)
             report["loads"].append({"load": load.number, "title": load.title,
                                     "client": load.client, "conns": load.conns,
                                     "results": results})

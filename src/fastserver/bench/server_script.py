@@ -8,9 +8,10 @@ serves it with Python 3.14's ThreadingHTTPSServer where there is one, else with 
 socket wrapped by hand (what 3.14's does), fastserver with ``ssl_context``.
 
 The protocol, which the C servers of ``_floor.c`` and bench/scaling.py's server speak too: a hello
-line, JSON ``{"port": ..., "implementation": ..., "streams": ..., "gil_enabled": ...}`` (whether
-the GIL is on once the server is set up: on a free-threaded build an extension module that does
-not declare itself safe without it turns it on); then on stdin ``cpu`` is
+line, JSON ``{"port": ..., "implementation": ..., "streams": ..., "gil_enabled": ...,
+"package": ...}`` (whether the GIL is on once the server is set up: on a free-threaded build an
+extension module that does not declare itself safe without it turns it on; the directory of the
+fastserver it imported, or null); then on stdin ``cpu`` is
 answered with "<user seconds> <system seconds> <voluntary context switches> <involuntary ones>"
 of the whole process (getrusage counts every thread, the finished ones too), and ``quit`` or EOF
 ends it.
@@ -131,8 +132,9 @@ def answer(server):
 def main(kind, impl, docroot):
     server, implementation, streams = make_server(kind, impl, docroot)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    package = None if impl == "stdlib" else os.path.dirname(sys.modules["fastserver"].__file__)
     print(json.dumps({"port": server.server_address[1], "implementation": implementation,
-                      "streams": streams, "gil_enabled": gil}), flush=True)
+                      "streams": streams, "gil_enabled": gil, "package": package}), flush=True)
     threading.Thread(target=answer, args=(server,), daemon=True).start()
     server.serve_forever()
     sys.stdout.flush()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from importlib import resources
 
-from .loads import FLOORS, HTTP_FILE, HTTP_FILE_SIZE, PEERS, BenchError, Unavailable
+from .loads import BASELINE, FLOORS, HTTP_FILE, HTTP_FILE_SIZE, PEERS, BenchError, Unavailable
 from .tools import build_floor
 
 START_TIMEOUT = 30.0  # seconds for a server's hello line: a cold interpreter on a busy machine
@@ -34,15 +34,16 @@ class ServerProcess:
 
     ``name`` says which in error messages. The server imports this fastserver (its directory
     comes first on PYTHONPATH), whatever FASTSERVER_NO_EXTENSIONS says here: a server script
-    picks its core itself. bench/scaling.py's server subclasses it. A server that cannot run here
-    says why in its hello line (``{"missing": why}``): Unavailable.
+    picks its core itself (``package_parent``: the directory that fastserver is imported from
+    instead, for the baseline). bench/scaling.py's server subclasses it. A server that cannot
+    run here says why in its hello line (``{"missing": why}``): Unavailable.
     """
 
-    def __init__(self, argv, log_path, name):
+    def __init__(self, argv, log_path, name, package_parent=None):
         self.name = name
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_package_parent(), env.get("PYTHONPATH", "")) if p)
+            p for p in (package_parent or _package_parent(), env.get("PYTHONPATH", "")) if p)
         env.pop("FASTSERVER_NO_EXTENSIONS", None)
         self.log_path = log_path
         self._log = open(self.log_path, "wb")
@@ -60,6 +61,8 @@ class ServerProcess:
         self.streams = self.hello.get("streams")
         #: whether the GIL was on in the server once it was set up (None: a C server)
         self.gil_enabled = self.hello.get("gil_enabled")
+        #: the directory of the fastserver package it runs (None: not a fastserver)
+        self.package = self.hello.get("package")
 
     def _line(self, timeout):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -122,10 +125,15 @@ def _script(name):
     return resources.files(__package__).joinpath(name).read_text("utf-8")
 
 
-def start_server(load, impl, docroot, logdir):
+def start_server(load, impl, docroot, logdir, baseline=None):
     """A load's server on ``impl``: server_script.py in Python, a peer's (peer_script.py), or a
-    floor's C server. Unavailable where ``impl`` cannot run here (uvloop is not installed)."""
+    floor's C server; the baseline is server_script.py on the compiled core of the fastserver
+    in the directory ``baseline``. Unavailable where ``impl`` cannot run here (uvloop is not
+    installed)."""
     log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+    if impl == BASELINE:
+        argv = python_argv(_script("server_script.py"), load.server, "cython", docroot)
+        return ServerProcess(argv, log_path, impl, package_parent=baseline)
     if impl in FLOORS:
         argv = [build_floor(), load.server, impl[len("c-"):]]
     elif impl in PEERS:
@@ -133,6 +141,14 @@ def start_server(load, impl, docroot, logdir):
     else:
         argv = python_argv(_script("server_script.py"), load.server, impl, docroot)
     return ServerProcess(argv, log_path, impl)
+
+
+def check_baseline(path):
+    """The absolute path of a ``--baseline`` directory; BenchError unless fastserver is
+    importable from it (a checkout's ``src``, built: ``python setup.py build_ext --inplace``)."""
+    if not os.path.isfile(os.path.join(path, "fastserver", "__init__.py")):
+        raise BenchError(f"--baseline: {path} has no fastserver package (give a checkout's src)")
+    return os.path.abspath(path)
 
 
 def make_docroot(parent):
