@@ -9,6 +9,7 @@ import errno
 import os
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 
@@ -281,3 +282,44 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def haproxy(tmp_path, backend_port, send_proxy):
+    """HAProxy in TCP mode on a free port of 127.0.0.1, forwarding to ``backend_port`` with
+    ``send_proxy`` ("send-proxy" or "send-proxy-v2"): (its process, its port), once it accepts."""
+    port = free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend back
+backend back
+    server app 127.0.0.1:{backend_port} {send_proxy}
+""")
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"haproxy did not start: {proc.communicate()[0]!r}")

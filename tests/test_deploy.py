@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from helpers import free_port, haproxy
 
 import fastserver
 
@@ -22,12 +23,6 @@ def core(request):
     fastserver._use_core(request.param)
     yield request.param
     fastserver._use_core(previous)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class AddressEcho(fastserver.StreamRequestHandler):
@@ -61,38 +56,6 @@ def proxied_server(core):
     server.shutdown()
     thread.join(10)
     server.server_close()
-
-
-def haproxy(tmp_path, backend_port, send_proxy):
-    port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(f"""
-global
-    maxconn 64
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 10s
-    timeout server 10s
-frontend front
-    bind 127.0.0.1:{port}
-    default_backend back
-backend back
-    server app 127.0.0.1:{backend_port} {send_proxy}
-""")
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"haproxy did not start: {proc.communicate()[0]!r}")
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed "

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from helpers import TIMEOUT, is_stdlib, make_server, serving, wait_until
+from helpers import TIMEOUT, haproxy, is_stdlib, make_server, serving, wait_until
 
 import fastserver
 import fastserver.http
@@ -435,7 +435,6 @@ def test_the_proxy_header_comes_before_the_handshake(fast, certs, server_context
                     "(apt-get install haproxy; .ci/run installs it)")
 def test_behind_haproxy_passing_tls_through_the_handler_sees_the_client(
         fast, tmp_path, certs, server_context):
-    from test_deploy import haproxy
 
     recorder = Recorder()
     server = tls_server(fast, recorder, server_context, "ThreadingTCPServer",
