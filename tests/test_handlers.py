@@ -12,6 +12,7 @@ from helpers import (
     TIMEOUT,
     bounded,
     client_for,
+    is_stdlib,
     make_server,
     receive,
     reply_handler,
@@ -266,6 +267,25 @@ def test_nagle_default(ss):
             assert nodelay_of_connections(ss) == [False]
         finally:
             ss.TCPServer.tcp_nodelay = True
+
+
+def test_tcp_nodelay_turned_off_between_requests_of_one_server(ss):
+    """fastserver may set TCP_NODELAY once on the listener for its connections to inherit:
+    tcp_nodelay = False on the same server afterwards must still give the stdlib's default."""
+    values = []
+
+    def respond(handler, data):
+        values.append(bool(handler.connection.getsockopt(socket.IPPROTO_TCP,
+                                                         socket.TCP_NODELAY)))
+        return data
+
+    with make_server(ss, "tcp", reply_handler(ss, "tcp", respond)) as server:
+        with serving(server, close=False):
+            assert talk(server, b"1") == b"1"
+        server.tcp_nodelay = False  # on the stdlib, an attribute nobody reads
+        with serving(server):
+            assert talk(server, b"2") == b"2"
+    assert values == ([False, False] if is_stdlib(ss) else [True, False])
 
 
 def test_stream_handler_error_closes_files_and_connection(ss):

@@ -89,15 +89,21 @@ cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     return None
 
 
-cdef bint listener_passes_nodelay(int listen_fd) noexcept:
-    """Set TCP_NODELAY on the listener where accepted connections inherit it (Linux copies the
-    listener's options into each), which spares a setsockopt() per connection."""
-    cdef int one = 1
-    return (INHERITS_NODELAY
-            and setsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0)
-
-
 cdef bint INHERITS_NODELAY = __import__("sys").platform.startswith("linux")
+
+
+cdef int listener_nodelay(server, int listen_fd, bint wanted) except -1:
+    """Where accepted connections inherit TCP_NODELAY from their listener (Linux copies the
+    listener's options into each), set it there once instead of on every connection: 1 if
+    done. Without ``wanted`` (tcp_nodelay turned off since), clear it again if it was set here,
+    so that the connections get the stdlib's default."""
+    cdef int value = wanted
+    if not INHERITS_NODELAY or (not wanted and not getattr(server, "_listener_nodelay", False)):
+        return False
+    if setsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &value, sizeof(value)) != 0:
+        return False
+    server._listener_nodelay = wanted
+    return wanted
 
 
 cdef class Dispatcher:
@@ -128,7 +134,8 @@ cdef class Dispatcher:
             self.proto = sock.proto
             self.socket_class = type(sock)
             self.nodelay = bool(server.tcp_nodelay) and self.family in (AF_INET, AF_INET6)
-            if self.nodelay and listener_passes_nodelay(self.listen_fd):
+            if self.family in (AF_INET, AF_INET6) and listener_nodelay(server, self.listen_fd,
+                                                                       self.nodelay):
                 self.nodelay = False  # each accepted connection has it already
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
