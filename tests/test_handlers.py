@@ -288,6 +288,25 @@ def test_tcp_nodelay_turned_off_between_requests_of_one_server(ss):
     assert values == ([False, False] if is_stdlib(ss) else [True, False])
 
 
+def test_tcp_nodelay_on_a_connection_queued_before_the_server_looks(ss):
+    """A connection the kernel accepted before any request was handled (in the backlog while
+    nobody serves) gets TCP_NODELAY as well: what the listener passes on must be set before
+    listen()."""
+    values = []
+
+    def respond(handler, data):
+        values.append(bool(handler.connection.getsockopt(socket.IPPROTO_TCP,
+                                                         socket.TCP_NODELAY)))
+        return data
+
+    with make_server(ss, "tcp", reply_handler(ss, "tcp", respond)) as server, \
+            client_for(server) as client:
+        send(client, server, b"q")  # queued, handshake done, before handle_request()
+        bounded(server.handle_request)
+        assert receive(client, server) == b"q"
+    assert values == [not is_stdlib(ss)]
+
+
 def test_stream_handler_error_closes_files_and_connection(ss):
     files = []
 

@@ -20,7 +20,8 @@ cdef class Dispatcher:
     cdef object socket_class
     cdef object get_request, handle_noblock, verify_request, process_request
     cdef object finish_request, shutdown_request, close_request, service_actions
-    cdef bint tcp_shutdown, close_socket, nodelay
+    cdef bint tcp_shutdown, close_socket
+    cdef int nodelay  # TCP_NODELAY to set on each connection (0 or 1), or -1: none
     cdef int accept_error  # errno of the last failed accept (0 after a success)
     cdef object silent  # the loop's SilentConnections (first_data_timeout), or None
 

@@ -89,23 +89,6 @@ cdef object sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     return None
 
 
-cdef bint INHERITS_NODELAY = __import__("sys").platform.startswith("linux")
-
-
-cdef int listener_nodelay(server, int listen_fd, bint wanted) except -1:
-    """Where accepted connections inherit TCP_NODELAY from their listener (Linux copies the
-    listener's options into each), set it there once instead of on every connection: 1 if
-    done. Without ``wanted`` (tcp_nodelay turned off since), clear it again if it was set here,
-    so that the connections get the stdlib's default."""
-    cdef int value = wanted
-    if not INHERITS_NODELAY or (not wanted and not getattr(server, "_listener_nodelay", False)):
-        return False
-    if setsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &value, sizeof(value)) != 0:
-        return False
-    server._listener_nodelay = wanted
-    return wanted
-
-
 cdef class Dispatcher:
     """One server's hooks, resolved; handles the connections that are ready. (Its attributes
     are declared in _dispatch.pxd: fastserver._acceptors serves requests through it too.)"""
@@ -133,10 +116,13 @@ cdef class Dispatcher:
             self.type_ = sock.type
             self.proto = sock.proto
             self.socket_class = type(sock)
-            self.nodelay = bool(server.tcp_nodelay) and self.family in (AF_INET, AF_INET6)
-            if self.family in (AF_INET, AF_INET6) and listener_nodelay(server, self.listen_fd,
-                                                                       self.nodelay):
-                self.nodelay = False  # each accepted connection has it already
+            self.nodelay = -1
+            if self.family in (AF_INET, AF_INET6):
+                # what TCPServer.get_request() does: set TCP_NODELAY where the connection did
+                # not inherit the value wanted from its listener
+                wanted = bool(server.tcp_nodelay)
+                if wanted != bool(getattr(server, "_listener_nodelay", False)):
+                    self.nodelay = wanted
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
                 self.get_request = server.get_request
@@ -199,9 +185,8 @@ cdef class Dispatcher:
 
     cdef void set_nodelay(self, int fd) noexcept nogil:
         """TCP_NODELAY on an accepted connection, as TCPServer.get_request() sets it."""
-        cdef int one = 1
-        if self.nodelay:
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        if self.nodelay >= 0:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &self.nodelay, sizeof(self.nodelay))
 
     cdef object wrap(self, int fd):
         """The socket object for an accepted descriptor (closed if that fails)."""

@@ -24,6 +24,9 @@ if hasattr(socket, "AF_UNIX"):
 
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Linux copies a listening socket's options, TCP_NODELAY among them, into each connection it
+# accepts (elsewhere fastserver sets it on every connection).
+_LISTENER_PASSES_NODELAY = sys.platform.startswith("linux")
 
 # fastserver is a drop-in for the socketserver of the Python that runs it: a stdlib attribute is
 # on fastserver's classes exactly where that Python's socketserver has it, with the same default
@@ -442,9 +445,10 @@ class TCPServer(BaseServer):
     # fastserver: TCP_NODELAY on accepted TCP connections, so that a reply written in two parts
     # (http.server: headers, then body) is not held back by Nagle's algorithm waiting for the
     # client's delayed ACK (~40 ms a request on keep-alive). False gives the stdlib's behaviour.
-    # On Linux the compiled core sets it once on the listener, whose accepted connections
-    # inherit it, instead of on each connection.
+    # On Linux server_activate() sets it on the listener before listen(): every connection
+    # inherits it, and none needs a setsockopt() of its own.
     tcp_nodelay = True
+    _listener_nodelay = False  # server_activate() set TCP_NODELAY on the listener
 
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True, *,
                  ssl_context=None):
@@ -496,6 +500,13 @@ class TCPServer(BaseServer):
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
+        if self.tcp_nodelay and _LISTENER_PASSES_NODELAY and self.socket.family in _TCP_FAMILIES:
+            # before listen(): no connection can have been queued without it
+            try:
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._listener_nodelay = True
+            except OSError:
+                pass  # then get_request() sets it on each connection
         self.socket.listen(self.request_queue_size)
 
     def server_close(self):
@@ -514,8 +525,10 @@ class TCPServer(BaseServer):
             request, client_address = _tls.accept_plain(listener)
         else:
             request, client_address = listener.accept()
-        if self.tcp_nodelay and request.family in _TCP_FAMILIES:
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if request.family in _TCP_FAMILIES:
+            wanted = bool(self.tcp_nodelay)
+            if wanted != self._listener_nodelay:  # not what it inherited from the listener
+                request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, wanted)
         return request, client_address
 
     def shutdown_request(self, request):
