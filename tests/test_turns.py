@@ -203,9 +203,15 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
     deadlock the server: the other takes the turn once the switch interval has passed. The
     thread that lost it takes no turn for a while, so that doing the same again costs nothing."""
     released = threading.Event()
+    waiting = threading.Event()
+
+    def wait(handler):
+        waiting.set()
+        released.wait(TIMEOUT)
+
     commands = {
         b"burn": lambda handler: spin(0.003),
-        b"wait": lambda handler: released.wait(TIMEOUT),
+        b"wait": wait,
         b"release": lambda handler: released.set(),
     }
     with switch_interval(0.05):
@@ -218,8 +224,10 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
                 stats = turn_stats() if turns else None
                 for _ in range(5):
                     released.clear()
+                    waiting.clear()
                     waiter.sendall(b"wait\n")
-                    time.sleep(0.1)  # the waiter holds the turn (compiled core) and blocks
+                    # the waiter holds the turn (compiled core) and blocks
+                    assert waiting.wait(TIMEOUT)
                     started = time.monotonic()
                     assert ask(releaser, b"release") == b"ok\n"
                     assert waiter.recv(64) == b"ok\n"
