@@ -275,6 +275,12 @@ def children_of(pid):
     return found
 
 
+def live_children(pid):
+    """The pids whose parent is ``pid`` and that still run, from one scan of /proc: an exited
+    child its parent has not reaped yet (a zombie) is not counted."""
+    return {child for child, state in children_of(pid).items() if state not in ("Z", "X")}
+
+
 def alive(pid):
     """True while ``pid`` runs (a zombie or a reaped process is not alive)."""
     try:

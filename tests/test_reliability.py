@@ -30,6 +30,7 @@ from helpers import (
     closed_by_peer,
     core_of,
     is_stdlib,
+    live_children,
     make_server,
     serving,
     talk,
@@ -718,13 +719,14 @@ def test_forking_reaps_children_and_honours_max_children(ss):
 # --- 9. worker processes ----------------------------------------------------------------------
 
 WORKERS_CHILD = """\
-import os, time
+import os
 
 class Handler(ss.StreamRequestHandler):
     def handle(self):
         line = self.rfile.readline()
-        if line == b"slow\\n":
-            time.sleep(0.5)
+        if line == b"slow\\n":  # a request in flight: it goes on when the client says so
+            self.wfile.write(b"busy %d\\n" % os.getpid())
+            self.rfile.readline()
         self.wfile.write(b"%d\\n" % os.getpid())
 
 class Server(ss.ThreadingTCPServer):
@@ -739,12 +741,27 @@ print("stopped", flush=True)
 """
 
 
+def settled_workers(proc, replacing=frozenset(), timeout=TIMEOUT):
+    """The 3 workers of the supervisor ``proc`` once it runs exactly 3, none of them in
+    ``replacing`` (checked on one scan of /proc, which is the one returned: a worker that has
+    exited but is not reaped yet, or one being forked, never makes a count right by chance);
+    None if that does not happen within ``timeout``."""
+    seen = set()
+
+    def settled():
+        seen.clear()
+        seen.update(live_children(proc.pid))
+        return len(seen) == 3 and not seen & replacing
+
+    return set(seen) if wait_until(settled, timeout=timeout) else None
+
+
 def test_workers_respawn_reload_and_stop_gracefully(fast):
     proc = spawn(WORKERS_CHILD, fast)
     try:
         address = ("127.0.0.1", int(read_line(proc)))
-        assert wait_until(lambda: len(children_of(proc.pid)) == 3)
-        workers = set(children_of(proc.pid))
+        workers = settled_workers(proc)
+        assert workers, "the supervisor did not start 3 workers"
 
         # every worker answers
         answered = set()
@@ -758,10 +775,9 @@ def test_workers_respawn_reload_and_stop_gracefully(fast):
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         start = time.monotonic()
-        assert wait_until(lambda: (len(children_of(proc.pid)) == 3
-                                   and victim not in children_of(proc.pid)), timeout=2.0)
+        workers = settled_workers(proc, replacing={victim}, timeout=2.0)
         replaced_in = time.monotonic() - start
-        workers = set(children_of(proc.pid))
+        assert workers, "the killed worker was not replaced"
         assert replaced_in <= 1.0
         assert int(ask(address)) in workers
 
@@ -770,7 +786,7 @@ def test_workers_respawn_reload_and_stop_gracefully(fast):
         reloading = threading.Event()
 
         def keep_connecting():
-            for _ in range(2000):
+            for _ in range(5000):
                 if reloading.is_set():
                     break
                 try:
@@ -780,37 +796,44 @@ def test_workers_respawn_reload_and_stop_gracefully(fast):
 
         client = threading.Thread(target=keep_connecting, daemon=True)
         client.start()
-        time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGHUP)
-        reloaded = wait_until(lambda: (len(children_of(proc.pid)) == 3
-                                       and not workers & set(children_of(proc.pid))))
-        time.sleep(0.1)
-        reloading.set()
-        client.join(TIMEOUT)
-        assert reloaded, "the old workers were not replaced"
+        try:
+            assert wait_until(lambda: outcomes), "no answer before the reload"
+            os.kill(proc.pid, signal.SIGHUP)
+            new_workers = settled_workers(proc, replacing=workers)
+            # the client goes on until a new worker has answered it
+            answered_by_new = new_workers and wait_until(lambda: set(outcomes) & new_workers)
+        finally:
+            reloading.set()
+            client.join(TIMEOUT)
+        assert new_workers, "the old workers were not replaced"
         errors = [o for o in outcomes if not isinstance(o, int)]
         assert errors == [], errors
-        new_workers = set(children_of(proc.pid))
-        assert not new_workers & workers
-        assert set(outcomes) & new_workers, "no new worker answered during the reload"
+        assert answered_by_new, "no new worker answered during the reload"
+        assert live_children(proc.pid) == new_workers
         workers = new_workers
 
         # SIGTERM: a request in flight completes, every worker exits, the parent returns
-        slow = []
-        slow_client = threading.Thread(target=lambda: slow.append(ask(address, b"slow\n")),
-                                       daemon=True)
-        slow_client.start()
-        time.sleep(0.15)
-        os.kill(proc.pid, signal.SIGTERM)
+        with socket.create_connection(address, timeout=TIMEOUT) as slow, \
+                slow.makefile("rb") as replies:
+            slow.sendall(b"slow\n")
+            busy = int(replies.readline().split()[1])  # its handler has begun
+            os.kill(proc.pid, signal.SIGTERM)
+            idle = workers - {busy}
+            assert wait_until(lambda: not [pid for pid in idle if alive(pid)]), \
+                "the idle workers did not stop"
+            assert alive(busy), "the busy worker exited before its request was done"
+            assert proc.poll() is None, "the supervisor returned before its workers exited"
+            slow.sendall(b"go\n")
+            reply = replies.read()
         code, out, err = finish(proc, 15)
-        slow_client.join(TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert code == 0, err
     assert out.splitlines()[-1] == "stopped"
-    assert slow and int(slow[0]) in workers
+    assert busy in workers
+    assert reply == b"%d\n" % busy
     assert not [pid for pid in workers if alive(pid)], "orphaned workers"
 
 
@@ -819,8 +842,8 @@ def test_workers_stop_when_the_supervisor_is_killed(fast):
     proc = spawn(WORKERS_CHILD, fast)
     try:
         address = ("127.0.0.1", int(read_line(proc)))
-        assert wait_until(lambda: len(children_of(proc.pid)) == 3)
-        workers = set(children_of(proc.pid))
+        workers = settled_workers(proc)
+        assert workers, "the supervisor did not start 3 workers"
         assert int(ask(address)) in workers
         proc.kill()  # SIGKILL: no chance to stop them itself
         code, _, _ = finish(proc, TIMEOUT)  # their pipes close as they exit

@@ -20,9 +20,12 @@ from helpers import TIMEOUT, client_for, make_server, serving, using
 import fastserver
 
 # A burst goes on until the other thread's has begun and then AFTER_THE_OTHER more steps, or for
-# BURST_SECONDS at most: without turns the two interleave (however late the other begins), with
-# them the first runs alone to the end, well within a patience of PATIENCE seconds.
+# BURST_SECONDS after the other began to wait for the turn, or for LONGEST_BURST at most: without
+# turns the two interleave (however late the other begins: it takes the GIL at one of the
+# burst's releases), with them the first runs alone to the end, well within a patience of
+# PATIENCE seconds from the start of the other's wait.
 BURST_SECONDS = 0.5
+LONGEST_BURST = 3.0
 AFTER_THE_OTHER = 20
 PATIENCE = 2.0
 
@@ -123,20 +126,32 @@ def bursts(log):
 
 def concurrent_bursts(module, turns=True, **attrs):
     """Two heavy connections each asked for a burst of GIL-releasing work at the same moment:
-    (the thread idents in the order the bursts ran, turn_stats() before, after)."""
+    (the thread idents in the order the bursts ran, turn_stats() before, after).
+
+    A burst begins only once both requests are sent: the client thread needs the GIL between
+    its two sends, and a burst releases it only for moments, which a thread that has lost its
+    CPU misses (with a switch interval of PATIENCE nothing forces a hand-off): on a busy machine
+    the second request could otherwise come after the first burst had ended, nobody waiting."""
     log = []
     begun = set()
+    sent = threading.Event()
+    waits_before = []
 
     def burst(handler):
+        assert sent.wait(TIMEOUT)
         me = threading.get_ident()
         begun.add(me)
-        end = time.monotonic() + BURST_SECONDS
+        end = time.monotonic() + LONGEST_BURST
+        other_waits = False
         steps_after_the_other = 0
         while time.monotonic() < end and steps_after_the_other < AFTER_THE_OTHER:
             log.append(me)
             os.stat(".")  # releases the GIL: without turns, the other thread takes it here
             if len(begun) == 2:
                 steps_after_the_other += 1
+            elif not other_waits and turn_stats()[1] > waits_before[0]:
+                other_waits = True  # for the turn this thread holds
+                end = min(end, time.monotonic() + BURST_SECONDS)
 
     commands = {b"burn": lambda handler: spin(0.003), b"burst": burst}
     server = line_server(module, commands, **attrs)
@@ -144,9 +159,15 @@ def concurrent_bursts(module, turns=True, **attrs):
         clients = heavy_clients(server, 2, turns)
         try:
             before = turn_stats()
-            ask_all(clients, b"burst")
+            waits_before.append(before[1])
+            for client in clients:
+                client.sendall(b"burst\n")
+            sent.set()
+            for client in clients:
+                assert client.recv(64) == b"ok\n"
             after = turn_stats()
         finally:
+            sent.set()
             for client in clients:
                 client.close()
     return log, before, after
@@ -182,9 +203,15 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
     deadlock the server: the other takes the turn once the switch interval has passed. The
     thread that lost it takes no turn for a while, so that doing the same again costs nothing."""
     released = threading.Event()
+    waiting = threading.Event()
+
+    def wait(handler):
+        waiting.set()
+        released.wait(TIMEOUT)
+
     commands = {
         b"burn": lambda handler: spin(0.003),
-        b"wait": lambda handler: released.wait(TIMEOUT),
+        b"wait": wait,
         b"release": lambda handler: released.set(),
     }
     with switch_interval(0.05):
@@ -197,8 +224,10 @@ def test_a_holder_blocked_elsewhere_loses_the_turn(ss):
                 stats = turn_stats() if turns else None
                 for _ in range(5):
                     released.clear()
+                    waiting.clear()
                     waiter.sendall(b"wait\n")
-                    time.sleep(0.1)  # the waiter holds the turn (compiled core) and blocks
+                    # the waiter holds the turn (compiled core) and blocks
+                    assert waiting.wait(TIMEOUT)
                     started = time.monotonic()
                     assert ask(releaser, b"release") == b"ok\n"
                     assert waiter.recv(64) == b"ok\n"
