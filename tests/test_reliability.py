@@ -941,3 +941,56 @@ def test_non_socket_descriptor_is_refused_at_creation(ss):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+WORKER_GAP_CHILD = """\
+import os
+import time
+
+SUPERVISOR = os.getpid()
+
+class Handler(ss.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(b"%d\\n" % os.getpid())
+
+class Server(ss.ThreadingTCPServer):
+    workers = 2
+
+    @property
+    def worker_id(self):
+        return self.__dict__.get("_worker_id")
+
+    @worker_id.setter
+    def worker_id(self, value):  # the worker's first step after fork(): held open here
+        self.__dict__["_worker_id"] = value
+        if value is not None and os.getpid() != SUPERVISOR:
+            os.write(1, b"forked %d\\n" % os.getpid())  # one write: the two workers share stdout
+            time.sleep(1.0)
+
+server = Server(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever(poll_interval=0.5)
+server.server_close()
+"""
+
+
+def test_a_worker_stopped_as_it_starts_stops(fast):
+    # SIGTERM between fork() and the worker's own handlers: the worker must still stop (it ran
+    # the supervisor's handler there, and then forgot the request as it reset its state)
+    proc = spawn(WORKER_GAP_CHILD, fast)
+    try:
+        read_line(proc)  # the port
+        words = read_line(proc).split()
+        assert words[0] == "forked", words
+        worker = int(words[1])
+        os.kill(worker, signal.SIGTERM)  # while its worker_id setter sleeps
+        assert wait_until(lambda: not alive(worker), timeout=TIMEOUT), \
+            "the worker did not stop: the SIGTERM was lost"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            finish(proc, TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()

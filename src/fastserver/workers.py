@@ -45,6 +45,7 @@ TICK = 0.1
 KILL_GRACE = 1.0  # the parent kills a worker this long after its own graceful_timeout
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_WORKER_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP)  # what a worker handles for itself
 
 
 class Supervisor:
@@ -98,11 +99,19 @@ class Supervisor:
 
     def _spawn(self, index):
         supervisor = os.getpid()  # before fork(): the child may outlive it before it asks
-        pid = os.fork()
-        if pid == 0:
-            self.loop.close()  # the parent's; the worker makes its own
-            _run_worker(self.server, self.state, supervisor, index,
-                        self.poll_interval)  # never returns
+        # Until the child has its own handlers, a stop signal would run the supervisor's there
+        # (and be forgotten when the worker resets its state): it waits, blocked, until then.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+        pid = None
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self.loop.close()  # the parent's; the worker makes its own
+                _run_worker(self.server, self.state, supervisor, index, self.poll_interval,
+                            mask)  # never returns
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.workers[pid] = index
 
     def _reload(self):
@@ -281,9 +290,10 @@ def _finish_requests(server):
         server.collect_children(blocking=True)
 
 
-def _run_worker(server, state, supervisor, index, poll_interval):
+def _run_worker(server, state, supervisor, index, poll_interval, mask):
     """A worker: the ordinary loop on the inherited socket until SIGTERM/SIGINT; then it finishes
-    the requests it accepted (up to graceful_timeout), closes the server and exits."""
+    the requests it accepted (up to graceful_timeout), closes the server and exits. Its stop
+    signals come blocked; ``mask`` is the signal mask to restore once it handles them."""
     status = 0
     try:
         server.worker_id = index
@@ -295,6 +305,7 @@ def _run_worker(server, state, supervisor, index, poll_interval):
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stop)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one sent meanwhile arrives now
         if _stop_with_parent() and os.getppid() != supervisor:
             return  # the parent died before the signal was asked for
         try:
