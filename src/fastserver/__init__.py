@@ -4,9 +4,10 @@ Every name of ``socketserver.__all__`` is here with the same behaviour; ``import
 socketserver`` switches a program, and :func:`install` switches the standard library's own servers
 (``http.server``, ``xmlrpc.server``, ``wsgiref.simple_server``) too.
 
-``IMPLEMENTATION`` says which core runs the loops and over which poller: ``"cython-epoll"``,
-``"cython-kqueue"``, ``"cython-poll"``, or ``"python-<selector>"`` for the pure core (selected by
-``FASTSERVER_NO_EXTENSIONS=1`` or where the extension was not built).
+``VERSION`` is fastserver's own version. ``IMPLEMENTATION`` says which core runs the loops and
+over which poller: ``"cython-epoll"``, ``"cython-kqueue"``, ``"cython-poll"``, or
+``"python-<selector>"`` for the pure core (selected by ``FASTSERVER_NO_EXTENSIONS=1`` or where the
+extension was not built).
 """
 
 import os
@@ -25,6 +26,21 @@ __all__ = ["BaseServer", "TCPServer", "UDPServer",
            "DatagramRequestHandler", "ThreadingMixIn"]
 
 IMPLEMENTATION = _cores.active.implementation
+
+
+def _version():
+    """fastserver's own version: the installed distribution's ("0+unknown" uninstalled)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("fastserver")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return "0+unknown"
+
+
+#: fastserver's version (the stdlib's ``socketserver.__version__`` is socketserver's own, and
+#: stays the running Python's: fastserver never shadows it).
+VERSION = _version()
 
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer):
