@@ -446,3 +446,26 @@ def test_proxy_connections_keep_the_proxied_address_across_parked_requests(fast)
                 assert reader.read(1) == str(n).encode()
                 assert wait_until(lambda: parked(server) == 1)
     assert [event[2] for event in journal.of("request")] == [("192.0.2.7", 40000)] * 3
+
+
+def test_the_command_lines_server_parks_and_serves_its_directory(fast, tmp_path):
+    # python -m fastserver.http's server passes ``directory`` to the handler class (a partial),
+    # so that its keep-alive connections park as any other.
+    (tmp_path / "page.txt").write_bytes(b"from the directory")
+
+    class Handler(fastserver.http.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format, *args):
+            pass
+
+    class Server(fastserver.http.DualStackServer):
+        address_family = socket.AF_INET
+        directory = str(tmp_path)
+        keep_alive_linger = 0.0
+
+    server = Server(("127.0.0.1", 0), Handler)
+    with serving(server), contextlib.closing(connect(server)) as client:
+        for _ in range(3):
+            assert get(client, "/page.txt") == (200, b"from the directory")
+            assert wait_until(lambda: parked(server) == 1)
