@@ -302,9 +302,14 @@ def test_pipelined_requests_are_answered_in_order_without_parking_between(fast):
     assert [event[1] for event in journal.of("request")] == [f"/{n}" for n in range(5)]
 
 
-def test_the_idle_deadline_closes_a_parked_connection(fast):
+@pytest.mark.parametrize("settings, handler_attrs", [
+    ({"keep_alive_timeout": 0.2}, {}),  # the server's idle deadline
+    ({"keep_alive_timeout": None}, {"timeout": 0.2}),  # the handler's own timeout
+])
+def test_an_idle_deadline_closes_a_parked_connection(fast, settings, handler_attrs):
     journal = Journal()
-    server = make_http_server(fast, journal, keep_alive_linger=0.0, keep_alive_timeout=0.2)
+    server = make_http_server(fast, journal, keep_alive_linger=0.0, handler_attrs=handler_attrs,
+                              **settings)
     with serving(server):
         with socket.create_connection(server.server_address[:2], timeout=TIMEOUT) as sock:
             sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -314,20 +319,6 @@ def test_the_idle_deadline_closes_a_parked_connection(fast):
             assert closed_by_peer(sock)  # within TIMEOUT: the deadline closed it
         assert wait_until(lambda: len(journal.of("finish")) == 1)
     assert not journal.errors
-
-
-def test_the_handlers_timeout_ends_an_idle_connection_too(fast):
-    journal = Journal()
-    server = make_http_server(fast, journal, keep_alive_linger=0.0, keep_alive_timeout=None,
-                              handler_attrs={"timeout": 0.2})
-    with serving(server):
-        with socket.create_connection(server.server_address[:2], timeout=TIMEOUT) as sock:
-            sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-            reply = b""
-            while not reply.endswith(b"\r\n\r\na"):
-                reply += sock.recv(100)
-            assert closed_by_peer(sock)
-        assert wait_until(lambda: len(journal.of("finish")) == 1)
 
 
 def test_shutdown_and_server_close_with_parked_connections_leave_nothing(fast):

@@ -80,21 +80,39 @@ def process(server, request, client_address):
 
 def serve(server, request, client_address):
     """A connection's whole life in a thread or a child process of its own (ThreadingMixIn's
-    process_request_thread, ForkingMixIn's child): PROXY header, TLS handshake, the handler;
-    an Exception goes to handle_error(); then shutdown_request(), unless the connection was
-    parked between two keep-alive requests (it is then closed where it ends). True when the
-    handler ran to its end without an error."""
-    parked = False
+    process_request_thread, ForkingMixIn's child): its PROXY header, its TLS handshake, then
+    :func:`handle`. A refused header or a failed handshake closes it without a handler and
+    without handle_error(). True when the handler ran to its end without an error."""
     try:
         if server.proxy_protocol:
             proxied_address = proxied(server, request, client_address)
             if proxied_address is None:
-                return False  # refused, and said so: closed below without handle_error()
+                server.shutdown_request(request)
+                return False
             client_address = proxied_address
         if server._tls_context() is not None:
             request, secured = server._start_tls(request)
             if not secured:
-                return False  # closed below, without a handler or handle_error()
+                server.shutdown_request(request)
+                return False
+    except Exception:
+        server.handle_error(request, client_address)
+        server.shutdown_request(request)
+        return False
+    except:  # noqa: E722 - a BaseException still releases the request
+        server.shutdown_request(request)
+        raise
+    return handle(server, request, client_address)
+
+
+def handle(server, request, client_address):
+    """The handler on a connection that is ready for it (its PROXY header read, its TLS
+    handshake done), in the calling thread: finish_request(), or a keep-alive connection's
+    first requests; an Exception goes to handle_error(); then shutdown_request(), unless the
+    connection was parked between two requests (it is closed where it ends). True when the
+    handler ran to its end without an error."""
+    parked = False
+    try:
         keep_alive = server._keep_alive()
         if keep_alive is None:
             server.finish_request(request, client_address)

@@ -356,14 +356,7 @@ class BaseServer:
             self.__handshakes.pop(request, None)
             self.shutdown_request(request)
             return
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        except BaseException:
-            self.shutdown_request(request)
-            raise
-        self.shutdown_request(request)
+        _pipeline.handle(self, request, client_address)
 
     def proxied_address(self, request, client_address):
         """The client's address from the connection's PROXY header (fastserver, proxy_protocol).
