@@ -20,8 +20,8 @@ in the same order with the same arguments:
 Errors are the stdlib's: an Exception from process_request() (or from a request run in its own
 thread or child) goes to handle_error() and the request is shut down; any other BaseException
 shuts it down and propagates. The compiled core's Dispatcher (``_dispatch.pyx``) is the twin of
-:func:`dispatch` and :func:`process` for the hooks a subclass leaves alone; tests/test_pipeline.py
-holds both to the same behaviour.
+:func:`dispatch` and :func:`process` for the hooks a subclass leaves alone; tests/test_dispatch.py
+holds both, and the stdlib, to the same calls in the same order.
 
 Keep-alive parking (:class:`KeepAlive`): for handlers whose request loop is
 ``http.server.BaseHTTPRequestHandler.handle()`` (http.server, xmlrpc.server and their users'
