@@ -460,3 +460,35 @@ def test_the_command_lines_server_parks_and_serves_its_directory(fast, tmp_path)
         for _ in range(3):
             assert get(client, "/page.txt") == (200, b"from the directory")
             assert wait_until(lambda: parked(server) == 1)
+
+
+def test_the_compiled_reader_frees_its_buffer_only_when_it_holds_nothing():
+    # What a parked connection's rfile keeps on the compiled core: no read buffer (8 KiB on
+    # 3.11, 128 KiB on 3.14) while nothing is buffered; the next read makes it again.
+    from fastserver import _cores
+
+    if _cores.COMPILED is None:
+        pytest.fail("the compiled core is missing (a broken build?)")
+    left, right = socket.socketpair()
+    with left, right:
+        rfile, wfile = _cores.COMPILED.stream_files(left, -1, 0)
+        right.sendall(b"first\nsecond\n")
+        assert rfile.readline() == b"first\n"
+        assert rfile.release_buffer() is False  # "second" is buffered: kept
+        assert rfile.readline() == b"second\n"
+        assert rfile.release_buffer() is True
+        assert rfile.release_buffer() is True  # already free
+        right.sendall(b"third\n" + b"x" * 20000 + b"\n")
+        assert rfile.peek(1).startswith(b"third")  # a buffer again
+        assert rfile.readline() == b"third\n"
+        assert rfile.read(0) == b""
+        assert rfile.readline() == b"x" * 20000 + b"\n"
+        assert rfile.release_buffer() is True
+        assert rfile.read(0) == b""
+        right.sendall(b"abc")
+        right.shutdown(socket.SHUT_WR)
+        assert rfile.read(10) == b"abc"
+        rfile.close()
+        wfile.close()
+        with pytest.raises(ValueError):
+            rfile.release_buffer()

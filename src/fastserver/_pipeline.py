@@ -296,7 +296,12 @@ class KeepAlive:
 def _has_bytes(sock, rfile):
     """Whether the next request has begun: bytes in ``rfile``'s buffer (a client that
     pipelines), in TLS's or in the kernel's. Never waits. (An EOF reads as nothing here: the
-    poller reports it at once once the connection is parked.)"""
+    poller reports it at once once the connection is parked.) The compiled core's reader only
+    looks at its buffer, and frees it when it is empty (a parked connection keeps none): what
+    the kernel holds, the poller reports as soon as the connection is parked."""
+    release_buffer = getattr(rfile, "release_buffer", None)
+    if release_buffer is not None:
+        return not release_buffer()
     pending = getattr(sock, "pending", None)  # ssl.SSLSocket: decrypted bytes not yet read
     if pending is not None and pending():
         return True
@@ -318,7 +323,8 @@ def _has_bytes(sock, rfile):
 class Connection:
     """A keep-alive connection and its handler instance, from its first request to its close."""
 
-    __slots__ = ("keep_alive", "request", "client_address", "handler", "idle")
+    __slots__ = ("keep_alive", "request", "client_address", "handler", "idle", "prompt",
+                 "parked_at")
 
     def __init__(self, keep_alive, request, client_address):
         self.keep_alive = keep_alive
@@ -326,6 +332,11 @@ class Connection:
         self.client_address = client_address
         self.handler = None
         self.idle = False  # parked (or to be) after its last request
+        # The client sent its last request within keep_alive_linger of the one before: a thread
+        # lingers for its next one. A client that does not is parked at once from then on, until
+        # it comes back within the linger time of being parked.
+        self.prompt = True
+        self.parked_at = 0.0
 
     def start(self):
         keep_alive = self.keep_alive
@@ -362,10 +373,11 @@ class Connection:
         keep_alive = self.keep_alive
         while not handler.close_connection:
             ready = False
-            if keep_alive.linger > 0 and not keep_alive.busy():
+            if self.prompt and keep_alive.linger > 0 and not keep_alive.busy():
                 # A client that sends its next request at once is served by this thread,
                 # without the hand-off through the loop that parking costs.
-                ready = keep_alive.wait_readable(handler.connection.fileno(), keep_alive.linger)
+                ready = self.prompt = keep_alive.wait_readable(handler.connection.fileno(),
+                                                               keep_alive.linger)
             if not ready and not _has_bytes(handler.connection, handler.rfile):
                 return True
             handler.handle_one_request()
@@ -382,8 +394,9 @@ class Connection:
         handler_timeout = self.handler.connection.gettimeout()
         if handler_timeout is not None and (timeout is None or handler_timeout < timeout):
             timeout = handler_timeout  # the handler's own timeout ends an idle connection too
+        self.parked_at = now = monotonic()
         parked = Parked(self.request, self.client_address,
-                        float("inf") if timeout is None else monotonic() + timeout,
+                        float("inf") if timeout is None else now + timeout,
                         self._resume, self._close, idle=True)
         if parking is not None and parking.park(parked):
             return True
@@ -395,6 +408,8 @@ class Connection:
         """The parked connection is readable (the loop's thread): serve it on a request
         thread."""
         keep_alive = self.keep_alive
+        if not self.prompt and monotonic() - self.parked_at < keep_alive.linger:
+            self.prompt = True  # it came back within the linger time: linger for it again
         keep_alive.pool.submit(self._serve_next, (), keep_alive.daemon)
 
     def _serve_next(self):
