@@ -125,22 +125,40 @@ def _script(name):
     return resources.files(__package__).joinpath(name).read_text("utf-8")
 
 
-def start_server(load, impl, docroot, logdir, baseline=None):
+def start_server(load, impl, docroot, logdir, baseline=None, max_threads=0):
     """A load's server on ``impl``: server_script.py in Python, a peer's (peer_script.py), or a
     floor's C server; the baseline is server_script.py on the compiled core of the fastserver
-    in the directory ``baseline``. Unavailable where ``impl`` cannot run here (uvloop is not
-    installed)."""
+    in the directory ``baseline``; gevent's keep-alive HTTP server is server_script.py's, the
+    stdlib's made cooperative. ``max_threads`` (0: none): fastserver's, for the paced loads.
+    Unavailable where ``impl`` cannot run here (uvloop is not installed)."""
     log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+    limit = str(max_threads or 0)
     if impl == BASELINE:
-        argv = python_argv(_script("server_script.py"), load.server, "cython", docroot)
+        argv = python_argv(_script("server_script.py"), load.server, "cython", docroot, limit)
         return ServerProcess(argv, log_path, impl, package_parent=baseline)
     if impl in FLOORS:
         argv = [build_floor(), load.server, impl[len("c-"):]]
-    elif impl in PEERS:
+    elif impl in PEERS and not load.server.startswith("http"):
         argv = python_argv(_script("peer_script.py"), load.server, impl)
     else:
-        argv = python_argv(_script("server_script.py"), load.server, impl, docroot)
+        argv = python_argv(_script("server_script.py"), load.server, impl, docroot, limit)
     return ServerProcess(argv, log_path, impl)
+
+
+def proc_status(pid):
+    """(threads, resident KiB) of process ``pid`` from /proc (Linux); (None, None) elsewhere or
+    once it is gone."""
+    threads = rss = None
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    threads = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return threads, rss
 
 
 def check_baseline(path):
