@@ -20,7 +20,7 @@ import time
 from .clients import run_loadgen, run_paced, run_wrk, warm_http
 from .loads import FLOORS, PEERS, BenchError, Unavailable, is_paced, paced_conns, serves
 from .report import fmt
-from .servers import make_docroot, proc_status, start_server
+from .servers import make_docroot, proc_cpu, proc_status, start_server
 from .tools import build_paced
 
 SAMPLE_EVERY = 0.05  # seconds between two looks at a paced load's server (threads, RSS)
@@ -141,17 +141,23 @@ def measure_paced(server, load, settings, exe):
     the ramp is over and when the result is in (every connection still open): CPU per reply is
     that of the measured periods, the ramp's accepts left out. Its threads and resident memory are
     looked at all along: the peak threads, and the RSS growth (the peak over the RSS before the
-    first connection) per connection."""
+    first connection) per connection. The CPU comes from /proc (``proc_cpu``), where there is one:
+    no context switches then."""
     conns = paced_conns(load, settings)
-    sampler = Sampler(server.proc.pid)
+    pid = server.proc.pid
+    sampler = Sampler(pid)
     threads0, rss0 = sampler.look()
     marks = {}
 
+    def cpu():
+        figures = proc_cpu(pid)
+        return (*figures, None) if figures is not None else server.cpu()
+
     def at_ramp():
-        marks["before"] = server.cpu()
+        marks["before"] = cpu()
 
     def at_result():
-        marks["after"] = server.cpu()
+        marks["after"] = cpu()
         marks["threads_end"], marks["rss_end"] = sampler.look()
 
     sampler.start()
@@ -185,7 +191,8 @@ def measure_paced(server, load, settings, exe):
         "client_cpu_s": result["client_cpu_s"],
         "server_us_per_req": server_cpu / replies * 1e6 if replies else None,
         "server_user_us_per_req": (user1 - user0) / replies * 1e6 if replies else None,
-        "server_switches_per_req": (switches1 - switches0) / replies if replies else None,
+        "server_switches_per_req": (switches1 - switches0) / replies
+        if replies and switches0 is not None else None,
         "client_us_per_req": result["client_cpu_s"] / replies * 1e6 if replies else None,
         "client_busy": result["client_cpu_s"] / wall if wall else None,
         "p50_us": result["lat_us"].get("p50") if replies else None,

@@ -145,6 +145,20 @@ def start_server(load, impl, docroot, logdir, baseline=None, max_threads=0):
     return ServerProcess(argv, log_path, impl)
 
 
+def proc_cpu(pid):
+    """(user seconds, system seconds) of process ``pid``, every thread, the finished ones too,
+    from /proc/PID/stat (Linux; clock ticks, 10 ms); None elsewhere or once it is gone. The
+    paced loads take it from outside: a server that runs thousands of threads may not answer the
+    bench's ``cpu`` line for seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def proc_status(pid):
     """(threads, resident KiB) of process ``pid`` from /proc (Linux); (None, None) elsewhere or
     once it is gone."""
