@@ -557,6 +557,7 @@ def test_paced_client_sends_a_line_per_connection_per_period(fast, paced):
                                  lambda: calls.append("ramp"), lambda: calls.append("result"))
     assert calls == ["ramp", "result"]
     assert result["ramped"] == 20 and result["connects"] == 20 and result["max_open"] == 20
+    assert result["answered"] == 20 and result["ramp_periods"] >= 1
     assert result["errors"] == 0 and result["ramp_replies"] == 20
     assert result["sent"] + result["skipped"] == 40  # the schedule, whatever the server's pace
     assert result["requests"] == result["sent"] - result["unanswered"]
@@ -584,8 +585,9 @@ def test_bench_runs_the_paced_loads(paced, tmp_path):
             assert median["ramped"] == 40, (number, impl)
             assert median["sent"] + median["skipped"] == 40, (number, impl)
             assert median["requests"] >= 20, (number, impl)
-            assert median["server_us_per_req"] > 0, (number, impl)
+            assert median["server_us_per_req"] >= 0, (number, impl)  # /proc: 10 ms ticks
             assert median["rss_growth_kib_per_conn"] is not None, (number, impl)
+            assert median["answered"] == 40 and median["ramp_periods"] >= 1, (number, impl)
             assert result["max_threads"] == (64 if impl in ("cython", "python") else None)
         # the stdlib holds a thread per connection; gevent, greenlets in one thread
         assert entry["results"]["stdlib"]["median"]["peak_threads"] > 40

@@ -10,15 +10,18 @@
  *         opens a new one)
  *
  * The schedule: connection i (of N) sends its k-th request at start + k * period + i * period / N,
- * so that the requests are spread evenly over each period. The first period is the ramp:
- * connection i opens at its first due time, so that the connections open spread over the period
- * (in small batches, never a burst that overflows the listen backlog) and each sends its first
- * request at once. Then come the measured periods (--periods); only requests due in them count.
+ * so that the requests are spread evenly over each period. The first period is the ramp's:
+ * connection i opens at its first due time (within --ramp seconds), so that the connections open
+ * spread over it (in small batches, never a burst that overflows the listen backlog) and each
+ * sends its first request at once. The ramp ends at the first period boundary where every
+ * connection has had a reply, or after --ramp-max periods (a server that cannot take them all).
+ * Then come the measured periods (--periods); only requests due in them count.
  * A request due while the connection's previous one is still unanswered is not sent: it counts
  * as skipped. No request is sent after the measured periods; the unanswered ones then get
  * --grace seconds more and count as unanswered after that.
  *
- * Output, on stdout: {"ramped": N} once the ramp is over (N: connections open then), then the
+ * Output, on stdout: {"ramped": N, "answered": A, "ramp_periods": R} once the ramp is over (N:
+ * connections open then, A: those that have had a reply, R: the ramp's periods), then the
  * result as one JSON line: replies in the measured periods (requests), requests sent, skipped,
  * unanswered, errors, the most connections open at once, latency percentiles (microseconds) of
  * the measured replies, elapsed seconds of the measured part, the client's CPU time. Then it
@@ -57,6 +60,7 @@ enum state { ST_CLOSED, ST_CONNECTING, ST_IDLE, ST_SENDING, ST_RECEIVING };
 struct conn {
     int fd;           /* -1 while closed */
     int state;
+    int answered;     /* it has had a reply */
     int measured;     /* the request in flight counts */
     size_t sent;      /* bytes of the request sent */
     size_t got;       /* echo: bytes of the reply; http: bytes of the head kept */
@@ -72,6 +76,7 @@ static struct {
     int conns;
     double period, ramp;
     int periods;
+    long ramp_max;
     double grace, linger;
     size_t size;
     const char *path;
@@ -79,7 +84,7 @@ static struct {
 
 static struct {
     long sent, replies, skipped, errors, connects, ramp_replies, closed_idle;
-    int open, max_open;
+    int open, max_open, answered;
     uint32_t *lat;
     long lat_cap;
     char first_error[160];
@@ -101,7 +106,8 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s --port P [--host 127.0.0.1] [--mode echo|http] [--conns 5000]\n"
-            "          [--period 5] [--ramp PERIOD] [--periods 2] [--grace 2] [--linger 10]\n"
+            "          [--period 5] [--ramp PERIOD] [--ramp-max 3] [--periods 2] [--grace 2]\n"
+            "          [--linger 10]\n"
             "          [--size 64] [--path /]\n",
             argv0);
     exit(2);
@@ -163,6 +169,10 @@ static int open_conn(struct conn *c, int index)
 
 static void record(struct conn *c, double t)
 {
+    if (!c->answered) {
+        c->answered = 1;
+        run.answered++;
+    }
     if (!c->measured) {
         run.ramp_replies++;
         return;
@@ -345,6 +355,7 @@ int main(int argc, char **argv)
     opt.conns = 5000;
     opt.period = 5.0;
     opt.ramp = -1;
+    opt.ramp_max = 3;
     opt.periods = 2;
     opt.grace = 2.0;
     opt.linger = 10.0;
@@ -372,6 +383,8 @@ int main(int argc, char **argv)
             opt.period = parse_double(v, argv[0]);
         else if (!strcmp(a, "--ramp"))
             opt.ramp = parse_double(v, argv[0]);
+        else if (!strcmp(a, "--ramp-max"))
+            opt.ramp_max = (long)parse_double(v, argv[0]);
         else if (!strcmp(a, "--periods"))
             opt.periods = (int)parse_double(v, argv[0]);
         else if (!strcmp(a, "--grace"))
@@ -388,7 +401,7 @@ int main(int argc, char **argv)
     if (opt.ramp < 0)
         opt.ramp = opt.period;
     if (port <= 0 || port > 65535 || opt.conns < 1 || opt.conns > 60000 || opt.period <= 0 ||
-        opt.periods < 1 || opt.periods > 1000 || opt.ramp > opt.period || opt.grace < 0 ||
+        opt.periods < 1 || opt.periods > 1000 || opt.ramp_max < 1 || opt.ramp_max > 100 || opt.ramp > opt.period || opt.grace < 0 ||
         opt.linger < 0 || opt.size < 1 || opt.size > 4096 || opt.path[0] != '/')
         usage(argv[0]);
     memset(&opt.addr, 0, sizeof opt.addr);
@@ -427,7 +440,7 @@ int main(int argc, char **argv)
                                            opt.path, host, port);
     }
     struct conn *conns = calloc((size_t)opt.conns, sizeof *conns);
-    run.lat_cap = (long)opt.conns * (opt.periods + 1);
+    run.lat_cap = (long)opt.conns * opt.periods;
     run.lat = malloc((size_t)run.lat_cap * sizeof *run.lat);
     if (!request || !conns || !run.lat) {
         fprintf(stderr, "paced: out of memory\n");
@@ -448,34 +461,42 @@ int main(int argc, char **argv)
     struct epoll_event events[512];
 
     double start = now();
-    double ramp_end = start + opt.period;  /* the first period: connections open */
-    double end = ramp_end + opt.periods * opt.period;  /* no request is due after it */
-    double hard_end = end + opt.grace;
+    /* The ramp: period 0 opens the connections; it ends at the first period boundary where every
+     * connection has had a reply (or at --ramp-max periods); the measured periods follow. */
+    long boundary = 1;          /* the next period boundary, while ramping */
+    long first = -1;            /* the first measured period, once the ramp is over */
+    double end = 0;             /* no request is due after it, once the ramp is over */
     long next = 0;  /* the next request of the schedule: connection next % N, period next / N */
-    long total = (long)opt.conns * (opt.periods + 1);
     int ramped = 0;
     double ramp_step = opt.ramp / opt.conns, step = opt.period / opt.conns;
-    double measured_start = 0, t = start;
+    double measured_start = 0, t = start, hard_end = 0;
     for (;;) {
+        if (!ramped && t >= start + boundary * opt.period) {
+            if (run.answered == opt.conns || boundary >= opt.ramp_max) {
+                ramped = 1;
+                first = boundary;
+                measured_start = t;
+                end = start + (double)(first + opt.periods) * opt.period;
+                hard_end = end + opt.grace;
+                printf("{\"ramped\": %d, \"answered\": %d, \"ramp_periods\": %ld}\n",
+                       run.open, run.answered, first);
+                fflush(stdout);
+            } else {
+                boundary++;
+            }
+        }
+        long limit = ramped ? (first + opt.periods) * (long)opt.conns : boundary * (long)opt.conns;
         /* fire what is due */
-        for (;;) {
-            if (next >= total)
-                break;
+        while (next < limit) {
             long k = next / opt.conns;
             int i = (int)(next % opt.conns);
             double due = k == 0 ? start + i * ramp_step : start + k * opt.period + i * step;
             if (due > t)
                 break;
-            fire(&conns[i], i, k > 0, t);
+            fire(&conns[i], i, ramped && k >= first, t);
             next++;
         }
-        if (!ramped && t >= ramp_end) {
-            ramped = 1;
-            measured_start = t;
-            printf("{\"ramped\": %d}\n", run.open);
-            fflush(stdout);
-        }
-        if (t >= end) {
+        if (ramped && t >= end) {
             int waiting = 0;
             for (int i = 0; i < opt.conns && !waiting; i++)
                 waiting = conns[i].state == ST_CONNECTING || conns[i].state == ST_SENDING ||
@@ -483,16 +504,14 @@ int main(int argc, char **argv)
             if (!waiting || t >= hard_end)
                 break;
         }
-        double wake = hard_end;
-        if (next < total) {
+        double wake = ramped ? (t < end ? end : hard_end) : start + boundary * opt.period;
+        if (next < limit) {
             long k = next / opt.conns;
             int i = (int)(next % opt.conns);
-            wake = k == 0 ? start + i * ramp_step : start + k * opt.period + i * step;
-        } else if (!ramped || t < end) {
-            wake = ramped ? end : ramp_end;
+            double due = k == 0 ? start + i * ramp_step : start + k * opt.period + i * step;
+            if (due < wake)
+                wake = due;
         }
-        if (!ramped && wake > ramp_end)
-            wake = ramp_end;
         int wait_ms = (int)((wake - t) * 1000.0 + 0.999);
         if (wait_ms < 0)
             wait_ms = 0;
@@ -503,9 +522,8 @@ int main(int argc, char **argv)
             perror("paced: epoll_wait");
             return 1;
         }
-        for (int k = 0; k < n; k++) {
+        for (int k = 0; k < n; k++)
             progress(&conns[events[k].data.u32], events[k].events);
-        }
         t = now();
     }
     double finished = now();

@@ -16,6 +16,7 @@ import time
 from .loads import HOST, HTTP_FILE, LINE_SIZE, BenchError
 
 PACED_GRACE = 2.0  # seconds the paced client waits for the replies still due at its end
+PACED_RAMP_MAX = 3  # periods the paced client's ramp lasts at most (every connection answered)
 
 
 def run_measured(argv, timeout):
@@ -121,21 +122,24 @@ def warm_http(port, requests=20, tls=False):
 
 def run_paced(exe, port, mode, conns, period, periods, at_ramp=None, at_result=None):
     """One run of the paced client (``mode`` "echo" or "http", ``conns`` connections, a request
-    each per ``period`` seconds: the ramp's period, then ``periods`` measured ones); its JSON
-    result, with ``ramped`` (connections open once the ramp was over) and the CPU it used as
-    client_cpu_s. ``at_ramp()`` is called when the ramp is over, ``at_result()`` once the result
-    is in while the client still holds its connections open (each may take the server's
-    figures)."""
+    each per ``period`` seconds: the ramp's periods, until every connection has had a reply or
+    PACED_RAMP_MAX, then ``periods`` measured ones); its JSON result, with ``ramped`` (connections
+    open once the ramp was over), ``answered`` (those of them that had had a reply),
+    ``ramp_periods`` and the CPU it used as client_cpu_s. ``at_ramp()`` is called when the ramp
+    is over, ``at_result()`` once the result is in while the client still holds its connections
+    open (each may take the server's figures)."""
     argv = [exe, "--host", HOST, "--port", str(port), "--mode", mode, "--conns", str(conns),
             "--period", str(period), "--periods", str(periods), "--grace", str(PACED_GRACE),
+            "--ramp-max", str(PACED_RAMP_MAX),
             "--linger", "60", "--size", str(LINE_SIZE), "--path", f"/{HTTP_FILE}"]
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, close_fds=True, text=True)
-    killer = threading.Timer(period * (periods + 1) + PACED_GRACE + 60, proc.kill)
+    killer = threading.Timer(period * (periods + PACED_RAMP_MAX) + PACED_GRACE + 60, proc.kill)
     killer.start()
     output = []
     ramped = result = None
+    ramp = {}
     try:
         for line in proc.stdout:
             if not line.startswith("{"):
@@ -144,6 +148,7 @@ def run_paced(exe, port, mode, conns, period, periods, at_ramp=None, at_result=N
             data = json.loads(line)
             if "ramped" in data:
                 ramped = data["ramped"]
+                ramp = data
                 if at_ramp:
                     at_ramp()
             else:
@@ -161,6 +166,8 @@ def run_paced(exe, port, mode, conns, period, periods, at_ramp=None, at_result=N
     if code != 0 or result is None:
         raise BenchError(f"the paced client exited with {code}:\n{''.join(output)}")
     result["ramped"] = ramped
+    result["answered"] = ramp.get("answered")
+    result["ramp_periods"] = ramp.get("ramp_periods")
     result["client_cpu_s"] = usage.ru_utime + usage.ru_stime
     result["client_wall_s"] = time.monotonic() - started
     return result

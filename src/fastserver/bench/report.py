@@ -215,10 +215,12 @@ def warnings_for(report):
 def _paced_warnings(entry, impl, result):
     """A paced load's doubts: connections that never opened, a server's tracebacks."""
     notes = []
-    short = [r["ramped"] for r in result["rounds"] if (r["ramped"] or 0) < entry["conns"]]
+    short = [r.get("answered", r["ramped"]) for r in result["rounds"]
+             if (r.get("answered", r["ramped"]) or 0) < entry["conns"]]
     if short:
         notes.append(f"load {entry['load']} {impl}: only {min(short):,} of {entry['conns']:,} "
-                     f"connections open after the ramp (in {len(short)} round(s))")
+                     f"connections had had a reply when the ramp ended (in {len(short)} "
+                     f"round(s))")
     if result["server_tracebacks"] > 0:
         notes.append(f"load {entry['load']} {impl}: {result['server_tracebacks']} tracebacks in "
                      f"the server's stderr")

@@ -178,6 +178,8 @@ def measure_paced(server, load, settings, exe):
     return {
         "conns": conns,
         "ramped": result["ramped"],
+        "answered": result["answered"],
+        "ramp_periods": result["ramp_periods"],
         "requests": replies,
         "sent": result["sent"],
         "skipped": result["skipped"],
