@@ -271,9 +271,15 @@ def where_it_ran(report):
         cpus += f" ({report['cpus_usable']} usable)"
     if report.get("cpu_model"):
         cpus = f"{report['cpu_model']}, {cpus}"
+    paced = [entry for entry in report["loads"] if _paced(entry)]
+    length = f"{settings['duration']} s" if len(paced) < len(report["loads"]) else None
+    if paced and "period" in settings:
+        pace = (f"a request per {settings['period']:g} s per connection, "
+                f"{settings['periods']} measured periods")
+        length = f"{length}; paced loads: {pace}" if length else pace
     lines = fill([
         interpreter, report["platform"], cpus,
-        f"{rounds} round{'s' if rounds != 1 else ''} of {settings['duration']} s, "
+        f"{rounds} round{'s' if rounds != 1 else ''} of {length}, "
         f"{report['elapsed_s']:.0f} s in all",
         f"load average {report['loadavg_before']} before, {report['loadavg_after']} after"])
     seen = {}
