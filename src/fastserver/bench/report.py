@@ -73,8 +73,10 @@ def paced_summary(report):
                 rows.append([number, IMPL_LABELS[impl], "unavailable"] + [""] * 6)
                 continue
             med = result["median"]
-            share = (f"{med['requests'] / base['requests']:.0%}"
-                     if base.get("requests") else "-")
+            share = "-"
+            if base.get("requests"):
+                ratio = med["requests"] / base["requests"]
+                share = f"{ratio:.0%}" if ratio < 10 else f"{ratio:,.0f}x"
             due = (med["sent"] or 0) + (med["skipped"] or 0)
             p99 = None if med["p99_us"] is None else med["p99_us"] / 1000
             rows.append([
