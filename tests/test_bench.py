@@ -605,3 +605,18 @@ def test_missing_gevent_is_reported_not_an_error(tmp_path, no_module):
         with pytest.raises(bench.Unavailable, match="gevent"):
             bench.start_server(bench.LOADS_BY_NUMBER[number], "gevent", str(tmp_path),
                                str(tmp_path))
+
+
+def test_server_exceptions_are_summed_up_from_its_log(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                   "    g()\nBrokenPipeError: [Errno 32] Broken pipe\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 2, in g\n"
+                   "ValueError: no\nsome other line\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                   "BrokenPipeError: [Errno 32] Broken pipe\n")
+    server = object.__new__(bench.ServerProcess)  # the log is all it reads
+    server.log_path = str(log)
+    assert server.exceptions() == [("BrokenPipeError: [Errno 32] Broken pipe", 2),
+                                   ("ValueError: no", 1)]
+    assert server.tracebacks() == (3, 2)

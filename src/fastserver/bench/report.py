@@ -224,8 +224,10 @@ def _paced_warnings(entry, impl, result):
                      f"connections had had a reply when the ramp ended (in {len(short)} "
                      f"round(s))")
     if result["server_tracebacks"] > 0:
+        commonest = "; ".join(f"{count} {line}" for line, count in
+                              result.get("server_exceptions", []))
         notes.append(f"load {entry['load']} {impl}: {result['server_tracebacks']} tracebacks in "
-                     f"the server's stderr")
+                     f"the server's stderr" + (f" ({commonest})" if commonest else ""))
     return notes
 
 

@@ -220,6 +220,7 @@ def run_paced_load(load, impls, settings, docroot, logdir, log, baseline=None):
     rounds = {impl: [] for impl in impls}
     seen = {}
     tracebacks = {impl: [0, 0] for impl in impls}
+    exceptions = {}
     for number in range(settings.rounds):
         order = [impl for impl in impls if impl not in unavailable]
         if not order:
@@ -240,6 +241,9 @@ def run_paced_load(load, impls, settings, docroot, logdir, log, baseline=None):
             found, gone = server.tracebacks()
             tracebacks[impl][0] += found
             tracebacks[impl][1] += gone
+            for line, count in server.exceptions():
+                exceptions.setdefault(impl, {})
+                exceptions[impl][line] = exceptions[impl].get(line, 0) + count
             seen[impl] = server
             rounds[impl].append(figures)
             log(f"  load {load.number} round {number + 1} {impl:16}: "
@@ -264,6 +268,8 @@ def run_paced_load(load, impls, settings, docroot, logdir, log, baseline=None):
             "rounds": rounds[impl],
             "server_tracebacks": tracebacks[impl][0],
             "server_tracebacks_client_gone": tracebacks[impl][1],
+            "server_exceptions": sorted(exceptions.get(impl, {}).items(),
+                                        key=lambda item: -item[1])[:3],
         }
     return result
 

@@ -101,6 +101,24 @@ class ServerProcess:
         gone = sum(text.count(f"{name}: ") for name in ("BrokenPipeError", "ConnectionResetError"))
         return text.count("Traceback (most recent call last)"), gone
 
+    def exceptions(self, most=3):
+        """The commonest last lines of the tracebacks in the server's stderr (the exception and its
+        message), with their counts: [(line, count)], at most ``most``."""
+        counts = {}
+        try:
+            with open(self.log_path, errors="replace") as log:
+                in_traceback = False
+                for line in log:
+                    if line.startswith("Traceback (most recent call last)"):
+                        in_traceback = True
+                    elif in_traceback and line[:1] not in (" ", "\t", ""):
+                        in_traceback = False
+                        text = line.strip()[:120]
+                        counts[text] = counts.get(text, 0) + 1
+        except OSError:
+            pass
+        return sorted(counts.items(), key=lambda item: -item[1])[:most]
+
     def stop(self):
         if self.proc.poll() is None:
             try:
