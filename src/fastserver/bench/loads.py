@@ -137,7 +137,7 @@ def settings_from(args, base, parser):
     """``base`` with the figures given on the command line (``args.rounds``, ``.duration``,
     ``.warmup``, ``.requests``; None: not given) in place of its own; ``parser.error()`` if one
     is not positive."""
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Settings)}
     settings = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if settings.rounds < 1 or settings.duration <= 0 or settings.requests < 1:
         parser.error("--rounds, --duration and --requests must be positive")
