@@ -35,8 +35,12 @@ between two requests (a ``threading.local`` set by one request is not seen by th
 """
 
 import functools
+import ipaddress
+import logging
 import sys
 from time import monotonic
+
+logger = logging.getLogger("fastserver")
 
 
 def dispatch(server, request, client_address, parking=None):
@@ -66,7 +70,10 @@ def process(server, request, client_address):
         server._process_tls_in_loop(request, client_address, context)
         return
     if server.proxy_protocol:
-        client_address = server.proxied_address(request, client_address)
+        client_address = proxied(server, request, client_address)
+        if client_address is None:
+            server.shutdown_request(request)
+            return
     server.finish_request(request, client_address)
     server.shutdown_request(request)
 
@@ -80,7 +87,10 @@ def serve(server, request, client_address):
     parked = False
     try:
         if server.proxy_protocol:
-            client_address = server.proxied_address(request, client_address)
+            proxied_address = proxied(server, request, client_address)
+            if proxied_address is None:
+                return False  # refused, and said so: closed below without handle_error()
+            client_address = proxied_address
         if server._tls_context() is not None:
             request, secured = server._start_tls(request)
             if not secured:
@@ -97,6 +107,95 @@ def serve(server, request, client_address):
     finally:
         if not parked:
             server.shutdown_request(request)
+
+
+# --- the PROXY header -------------------------------------------------------------------------
+
+def proxied(server, request, client_address):
+    """The client's address from the connection's PROXY header (``server.proxied_address()``),
+    or None when the connection must be closed unserved: it comes from an address that
+    ``proxy_allow_from`` does not trust, or its header is missing, malformed or late. Either
+    is an expected operational event (a health check that connects and closes, a client that
+    reached the port directly), said in one log line with the peer and the reason, never a
+    traceback, and never handle_error()."""
+    if not allowed(server.proxy_allow_from, client_address):
+        logger.warning("%s - PROXY header refused: the peer is not in proxy_allow_from",
+                       _peer(client_address))
+        return None
+    from .proxy import ProxyError
+
+    try:
+        return server.proxied_address(request, client_address)
+    except (ProxyError, OSError) as exc:  # TimeoutError is an OSError
+        logger.warning("%s - PROXY header refused: %s", _peer(client_address),
+                       _reason(exc))
+        return None
+
+
+def _peer(client_address):
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return repr(client_address) if client_address else "a local socket"
+
+
+def _reason(exc):
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+ANY = "*"
+
+
+@functools.lru_cache(maxsize=64)
+def trusted_networks(allow_from):
+    """``proxy_allow_from`` as ip_network objects (None for ``"*"``: any address). It is ``"*"``,
+    a string of comma-separated addresses or networks, or an iterable of them (hashable here:
+    a tuple or frozenset; :func:`allowed` converts). ValueError for an entry that is neither,
+    TypeError for anything else."""
+    if isinstance(allow_from, str):
+        allow_from = tuple(part.strip() for part in allow_from.split(",") if part.strip())
+    networks = []
+    for entry in allow_from:
+        if not isinstance(entry, str):
+            raise TypeError(f"proxy_allow_from entries must be strings, "
+                            f"not {type(entry).__name__}")
+        if entry == ANY:
+            return None
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"proxy_allow_from: {entry!r} is not an IP address or network, "
+                             f"nor '*'") from None
+    return tuple(networks)
+
+
+def check_allow_from(allow_from):
+    """Raise TypeError or ValueError for a ``proxy_allow_from`` that cannot be used."""
+    if isinstance(allow_from, (str, bytes)) or not hasattr(allow_from, "__iter__"):
+        if not isinstance(allow_from, str):
+            raise TypeError(f"proxy_allow_from must be a string or an iterable of strings, "
+                            f"not {type(allow_from).__name__}")
+        return trusted_networks(allow_from)
+    return trusted_networks(tuple(allow_from))
+
+
+def allowed(allow_from, client_address):
+    """Whether a connection from ``client_address`` may send a PROXY header: its IP address
+    is in ``allow_from`` (an IPv4 client of a dual-stack socket counts as IPv4); a Unix
+    socket's peer always may (its file's permissions say who can connect)."""
+    if not isinstance(client_address, tuple):
+        return True
+    networks = check_allow_from(allow_from)
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(client_address[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return any(address in network for network in networks)
 
 
 # --- keep-alive parking -------------------------------------------------------------------------
