@@ -577,9 +577,10 @@ def test_bench_runs_the_paced_loads(paced, tmp_path):
     for number, entry in by_load.items():
         assert entry["conns"] == 40
         for impl, result in entry["results"].items():
-            if "unavailable" in result:
-                needs_peer(impl)
-                pytest.fail(result["unavailable"])
+            if "unavailable" in result:  # a failure where the test extra installs it
+                module = "gevent" if impl == "gevent" else "uvloop"
+                assert not installed_by_test_extra(module), result["unavailable"]
+                continue
             median = result["median"]
             assert median["errors"] == 0, (number, impl)
             assert median["ramped"] == 40, (number, impl)
@@ -593,7 +594,8 @@ def test_bench_runs_the_paced_loads(paced, tmp_path):
         assert entry["results"]["stdlib"]["median"]["peak_threads"] > 40
         if "median" in entry["results"].get("gevent", {}):
             assert entry["results"]["gevent"]["median"]["peak_threads"] < 20
-    assert by_load[11]["results"]["gevent"]["implementation"].startswith("gevent")
+    if "implementation" in by_load[11]["results"]["gevent"]:
+        assert by_load[11]["results"]["gevent"]["implementation"].startswith("gevent")
     text = bench.text(report)
     assert "| 10 (40) | stdlib |" in text and "| fastserver, max_threads 64 |" in text
     assert "peak threads" in text or "threads" in text
