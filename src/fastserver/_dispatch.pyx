@@ -116,13 +116,9 @@ cdef class Dispatcher:
             self.type_ = sock.type
             self.proto = sock.proto
             self.socket_class = type(sock)
-            self.nodelay = -1
-            if self.family in (AF_INET, AF_INET6):
-                # what TCPServer.get_request() does: set TCP_NODELAY where the connection did
-                # not inherit the value wanted from its listener
-                wanted = bool(server.tcp_nodelay)
-                if wanted != bool(getattr(server, "_listener_nodelay", False)):
-                    self.nodelay = wanted
+            # what TCPServer.get_request() does: set TCP_NODELAY where the connection did not
+            # inherit the value wanted from its listener (find_hooks() says which)
+            self.nodelay = hooks.nodelay if self.family in (AF_INET, AF_INET6) else -1
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
                 self.get_request = server.get_request

@@ -626,6 +626,10 @@ def find_hooks(server):
                     and sock.type == socket.SOCK_STREAM)
     if hooks.get_request is None and not hooks.accept:
         hooks.get_request = server.get_request
+    if hooks.accept:
+        wanted = bool(getattr(server, "tcp_nodelay", False))
+        if wanted != bool(getattr(server, "_listener_nodelay", False)):
+            hooks.nodelay = int(wanted)
     hooks.verify_request = hook("verify_request", BaseServer.verify_request)
     hooks.process_request = hook("process_request", BaseServer.process_request)
     if hooks.process_request is None and server.proxy_protocol:
