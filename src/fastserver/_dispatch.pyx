@@ -102,6 +102,7 @@ cdef class Dispatcher:
         self.process_request = hooks.process_request
         self.finish_request = hooks.finish_request
         self.service_actions = hooks.service_actions
+        self.keep_alive = hooks.keep_alive
         self.tcp_shutdown = hooks.shutdown_request is _seam.SHUTDOWN_TCP
         self.shutdown_request = None if self.tcp_shutdown else hooks.shutdown_request
         self.close_socket = hooks.close_request is _seam.CLOSE_SOCKET
