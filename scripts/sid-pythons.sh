@@ -50,7 +50,9 @@ packages() {
 # The chroot counts only once it is complete (the stamp, written last) and each interpreter runs
 # with what the tests need: venv, ensurepip, ssl, the headers, CPython's test package.
 usable() {
-    [ -e "$chroot_dir/.fastserver-sid-ready" ] || return 1
+    # (the stamp lists the packages installed: a chroot made with another list is made again)
+    [ -e "$chroot_dir/.fastserver-sid-ready" ] &&
+        [ "$(cat "$chroot_dir/.fastserver-sid-ready")" = "$(packages)" ] || return 1
     local version
     for version in "${VERSIONS[@]}"; do
         as_root chroot "$chroot_dir" "python$version" -c 'import os, sysconfig, ssl, venv, ensurepip
@@ -163,7 +165,7 @@ build() {
         exit 1
     }
     sync_host_files "$partial"  # the host's CA bundle over the one ca-certificates made
-    as_root touch "$partial/.fastserver-sid-ready"
+    packages | as_root tee "$partial/.fastserver-sid-ready" >/dev/null
     as_root rm -rf --one-file-system "$chroot_dir"
     as_root mv "$partial" "$chroot_dir"
 }
