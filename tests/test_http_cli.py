@@ -56,8 +56,8 @@ def _default_sigint():
 class Server:
     """A ``python -m <module>`` HTTP server in a subprocess; stop() kills it if still running."""
 
-    def __init__(self, module, *args, cwd, unbuffered=False):
-        env = environment()
+    def __init__(self, module, *args, cwd, unbuffered=False, extra_env=None):
+        env = environment(**(extra_env or {}))
         if unbuffered:  # http.server does not flush its "Serving" line; fastserver.http does
             env["PYTHONUNBUFFERED"] = "1"
         self.stdout, self.stderr = [], []
@@ -127,8 +127,8 @@ def start():
     """start(module, *args, cwd=...) -> Server; every server is killed at the end of the test."""
     servers = []
 
-    def run(module, *args, cwd, unbuffered=False):
-        server = Server(module, *args, cwd=cwd, unbuffered=unbuffered)
+    def run(module, *args, cwd, unbuffered=False, extra_env=None):
+        server = Server(module, *args, cwd=cwd, unbuffered=unbuffered, extra_env=extra_env)
         servers.append(server)
         return server
 
@@ -139,9 +139,12 @@ def start():
             server.stop()
 
 
-def fastserver_http(start, directory, *args):
+def fastserver_http(start, directory, *args, core=None):
+    """``python -m fastserver.http`` on ``directory``; ``core``: "python" runs it on the pure
+    core (FASTSERVER_NO_EXTENSIONS=1), None or "cython" as this process was started."""
+    extra_env = {"FASTSERVER_NO_EXTENSIONS": "1"} if core == "python" else None
     return start("fastserver.http", "--bind", "127.0.0.1", "--directory", str(directory),
-                 *args, "0", cwd=directory)
+                 *args, "0", cwd=directory, extra_env=extra_env)
 
 
 def stdlib_http(start, directory, *args):
@@ -316,13 +319,16 @@ def normalise(text):
 
 
 FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol"}
+# The options of this Python's ``python -m http.server`` (from its --help): the tests of an option
+# that not every Python has run where the stdlib offers it, whatever the version.
+STDLIB_OPTIONS = set(options(run_cli("http.server", "--help").stdout))
 
 
 def test_help_lists_the_stdlibs_options():
     fast, std = run_cli("fastserver.http", "--help"), run_cli("http.server", "--help")
     assert (fast.returncode, std.returncode) == (0, 0), fast.stderr
     assert set(options(fast.stdout)) == set(options(std.stdout)) | FASTSERVER_OPTIONS | TLS_OPTIONS
-    for option in ("--bind", "--directory", "--cgi", "-h"):
+    for option in ("--bind", "--directory", "-h"):
         assert option in options(fast.stdout)
     # The stdlib's help comes first, word for word; fastserver's own group follows it. (Before
     # 3.14 the stdlib lacks the TLS options, which come in its help's place for them.)
@@ -332,6 +338,62 @@ def test_help_lists_the_stdlibs_options():
     stdlib_part = normalise(fast_help).partition("\nfastserver:\n")[0]
     stdlib_usage, _, stdlib_rest = normalise(std.stdout).partition("\n\n")
     assert stdlib_part.partition("\n\n")[2].rstrip() == stdlib_rest.rstrip()
+
+
+def test_every_stdlib_option_has_a_meaning_in_fastserver():
+    """Each long option of this Python's http.server is one fastserver.http implements (a newer
+    Python's new option fails here until it is; fastserver.http refuses it meanwhile)."""
+    from fastserver import http as cli
+
+    long_options = {option for option in STDLIB_OPTIONS if option.startswith("--")}
+    assert "--bind" in long_options  # the help was read
+    dests = {option[2:].replace("-", "_") for option in long_options}
+    assert sorted(dests - cli._STDLIB_OPTIONS_HANDLED) == []
+
+
+@pytest.mark.skipif("--cgi" in STDLIB_OPTIONS, reason="this Python's http.server has --cgi")
+def test_no_cgi_where_the_stdlib_has_none():
+    fast, std = run_cli("fastserver.http", "--cgi", "0"), run_cli("http.server", "--cgi", "0")
+    assert fast.returncode == std.returncode == 2
+    assert "unrecognized arguments: --cgi" in std.stderr
+    assert fast.stderr.splitlines()[-1].split(": ", 1)[1] == std.stderr.splitlines()[-1].split(
+        ": ", 1)[1]
+
+
+@pytest.mark.skipif("--header" not in STDLIB_OPTIONS,
+                    reason="this Python's http.server has no --header")
+@pytest.mark.parametrize("core", ["cython", "python"])
+def test_header_option_is_the_stdlibs(start, site, core):
+    extra = ("--header", "X-Fast", "one", "-H", "Cache-Control", "no-store")
+    fast = fastserver_http(start, site, *extra, core=core)
+    std = stdlib_http(start, site, *extra)
+    for path in ("/hello.txt", "/", "/sub"):
+        status, headers, body = fetch(fast.url(path))
+        if path == "/hello.txt":
+            assert (status, body) == (200, HELLO)
+            assert ("X-Fast", "one") in headers and ("Cache-Control", "no-store") in headers
+        assert (status, headers, body) == fetch(std.url(path)), path
+    # and none without the option
+    plain = fastserver_http(start, site, core=core)
+    assert "X-Fast" not in dict(fetch(plain.url("/hello.txt"))[1])
+
+
+@pytest.mark.skipif("--content-type" not in STDLIB_OPTIONS,
+                    reason="this Python's http.server has no --content-type")
+@pytest.mark.parametrize("core", ["cython", "python"])
+def test_content_type_option_is_the_stdlibs(start, site, core):
+    (site / "data.fastserver-unknown").write_bytes(b"\x00\x01")
+    path = "/data.fastserver-unknown"
+    fast = fastserver_http(start, site, "--content-type", "text/x-fast", core=core)
+    std = stdlib_http(start, site, "--content-type", "text/x-fast")
+    status, headers, body = fetch(fast.url(path))
+    assert (status, body) == (200, b"\x00\x01")
+    assert ("Content-type", "text/x-fast") in headers, headers
+    assert (status, headers, body) == fetch(std.url(path))
+    assert dict(fetch(fast.url("/hello.txt"))[1])["Content-type"] == "text/plain"  # known: kept
+    # without the option: the handler's own default, as the stdlib's
+    plain, std_plain = fastserver_http(start, site, core=core), stdlib_http(start, site)
+    assert fetch(plain.url(path)) == fetch(std_plain.url(path))
 
 
 def test_bad_port_fails_like_the_stdlib():
@@ -375,7 +437,7 @@ def open_site():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="CGI scripts here need fork()")
-@pytest.mark.skipif(sys.version_info >= (3, 15), reason="http.server has no --cgi from 3.15")
+@pytest.mark.skipif("--cgi" not in STDLIB_OPTIONS, reason="this Python's http.server has no --cgi")
 def test_cgi(start, open_site):
     (open_site / "hello.txt").write_bytes(HELLO)
     script = open_site / "cgi-bin" / "hello.sh"

@@ -38,9 +38,26 @@ def _version():
         return "0+unknown"
 
 
-#: fastserver's version (the stdlib's ``socketserver.__version__`` is socketserver's own, and
-#: stays the running Python's: fastserver never shadows it).
+#: fastserver's version. ``__version__`` is not fastserver's: it is the running Python's
+#: ``socketserver.__version__`` (see ``__getattr__`` below), since ``fastserver.install()`` puts
+#: this module where ``socketserver`` was.
 VERSION = _version()
+
+
+def __getattr__(name):
+    """``__version__``: the running Python's ``socketserver.__version__``, read as the stdlib's
+    is, warnings included (3.15 deprecates it: reading it warns, pointing at the reader's line),
+    and gone where the stdlib's is gone."""
+    if name == "__version__":
+        from . import _stdlib
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = getattr(_stdlib.module, name)
+        for warning in caught:  # again, from here: the filters apply, and the line is the reader's
+            warnings.warn(warning.message, warning.category, stacklevel=2)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer):

@@ -3,7 +3,7 @@
 import socket
 from io import BytesIO
 
-from . import _cores
+from . import _cores, _stdlib
 
 __all__ = ["BaseRequestHandler", "StreamRequestHandler", "DatagramRequestHandler"]
 
@@ -48,10 +48,10 @@ class StreamRequestHandler(BaseRequestHandler):
     - disable_nagle_algorithm: set TCP_NODELAY on the connection (default False)
     """
 
-    rbufsize = -1
-    wbufsize = 0
-    timeout = None
-    disable_nagle_algorithm = False
+    rbufsize = _stdlib.default("StreamRequestHandler", "rbufsize")
+    wbufsize = _stdlib.default("StreamRequestHandler", "wbufsize")
+    timeout = _stdlib.default("StreamRequestHandler", "timeout")
+    disable_nagle_algorithm = _stdlib.default("StreamRequestHandler", "disable_nagle_algorithm")
 
     def setup(self):
         self.connection = self.request

@@ -4,12 +4,16 @@ The command line is the one ``http.server`` has on the running Python (the same 
 help texts and output, dual-stack binding included); only the loop underneath is fastserver's::
 
     python -m fastserver.http [--bind ADDRESS] [--directory DIR] [--protocol VERSION] [--cgi]
+                              [--content-type TYPE] [--header HEADER VALUE]...
                               [--tls-cert FILE [--tls-key FILE] [--tls-password-file FILE]]
                               [port]
 
-The TLS options are Python 3.14's, offered on every Python: ``--tls-cert`` serves HTTPS, each
-connection's handshake in its own request thread, never in the accept loop (3.14's own
-``HTTPSServer`` handshakes inside ``accept()``, so one stalled client blocks the others).
+The options are those of the running Python's http.server, read from its own parser (3.15 added
+``--content-type`` and ``--header``, and has no ``--cgi``); fastserver adds ``--workers`` and
+``--proxy-protocol``. The TLS options are Python 3.14's, offered on every Python: ``--tls-cert``
+serves HTTPS, each connection's handshake in its own request thread, never in the accept loop
+(3.14's own ``HTTPSServer`` handshakes inside ``accept()``, so one stalled client blocks the
+others).
 
 :func:`main` runs the command line. Once it has read its options it calls
 :func:`fastserver.install`, since the command line is ``python -m http.server`` on fastserver:
@@ -23,7 +27,6 @@ from a private copy of ``http.server`` (``server``, below) whose ``socketserver`
 they run on fastserver whether or not :func:`fastserver.install` is ever called.
 """
 
-import argparse
 import builtins
 import contextlib
 import functools
@@ -64,10 +67,6 @@ ThreadingHTTPServer = server.ThreadingHTTPServer
 BaseHTTPRequestHandler = server.BaseHTTPRequestHandler
 SimpleHTTPRequestHandler = server.SimpleHTTPRequestHandler
 CGIHTTPRequestHandler = getattr(server, "CGIHTTPRequestHandler", None)  # gone in Python 3.15
-
-# What http.server's command line offers on this Python (the TLS options: on every Python).
-_HAS_PROTOCOL_OPTION = sys.version_info >= (3, 11)
-_HAS_CGI_OPTION = CGIHTTPRequestHandler is not None
 
 
 class HTTPSServer(HTTPServer):
@@ -117,20 +116,28 @@ class DualStackMixIn:
     """What the command line's servers add: IPv4 clients on an IPv6 socket, and a directory.
 
     ``directory`` is the directory the handlers serve (None: the current directory at each
-    request, as the handlers do by themselves).
+    request, as the handlers do by themselves); ``extra_response_headers``, a list of (header,
+    value) that the handlers add to each reply (Python 3.15's ``--header``; None: none).
     """
 
     directory = None
+    extra_response_headers = None
 
-    # The handler class is given ``directory`` as a keyword (a functools.partial) rather than by
-    # an override of finish_request(), as http.server's own test() does it: with the default
+    # The handler class is given ``directory`` (and ``extra_response_headers``, only where given:
+    # the handlers before 3.15 have none) as keywords (a functools.partial) rather than by an
+    # override of finish_request(), as http.server's own test() does it: with the default
     # finish_request(), keep-alive connections can park between requests (fastserver._pipeline).
     @property
     def RequestHandlerClass(self):
         handler_class = self._handler_class
-        if self.directory is None:
+        keywords = {}
+        if self.directory is not None:
+            keywords["directory"] = self.directory
+        if self.extra_response_headers is not None:
+            keywords["extra_response_headers"] = self.extra_response_headers
+        if not keywords:
             return handler_class
-        return functools.partial(handler_class, directory=self.directory)
+        return functools.partial(handler_class, **keywords)
 
     @RequestHandlerClass.setter
     def RequestHandlerClass(self, handler_class):
@@ -179,27 +186,33 @@ def systemd_socket():
 def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
           protocol="HTTP/1.0", port=8000, bind=None, directory=None,
           tls_cert=None, tls_key=None, tls_password=None, workers=1, proxy_protocol=False,
-          listen_socket=None):
+          listen_socket=None, content_type=None, extra_response_headers=None):
     """Serve until interrupted, as ``python -m http.server`` does; return 0 after Ctrl-C.
 
     The address family is the one ``bind`` resolves to first (all interfaces when None); the
     handlers speak ``protocol`` and serve ``directory``. With ``tls_cert``, the server class (an
     HTTPS one, such as DualStackHTTPSServer) is given ``certfile``, ``keyfile`` and
-    ``password``. fastserver's additions: ``workers`` processes, ``proxy_protocol`` headers, and
-    ``listen_socket``, a socket already bound and listening (systemd's) to serve on instead of
-    binding ``bind`` and ``port``.
+    ``password``. ``content_type`` (the handlers' ``default_content_type``, for files of unknown
+    type) and ``extra_response_headers`` (a list of (header, value) added to each reply) are
+    Python 3.15's ``--content-type`` and ``--header``; None keeps the handler's own. fastserver's
+    additions: ``workers`` processes, ``proxy_protocol`` headers, and ``listen_socket``, a socket
+    already bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``.
     """
     family, address = _best_family(bind, port)
     if listen_socket is not None:
         family = listen_socket.family
+    handler_attributes = {"protocol_version": protocol}
+    if content_type is not None:
+        handler_attributes["default_content_type"] = content_type
     handler = type(handler_class.__name__, (handler_class,), {
-        "protocol_version": protocol,
+        **handler_attributes,
         "__module__": handler_class.__module__,
         "__qualname__": handler_class.__qualname__,
     })
     cls = type(server_class.__name__, (server_class,), {
         "address_family": family,
         "directory": directory,
+        "extra_response_headers": extra_response_headers,
         "workers": workers,
         "proxy_protocol": proxy_protocol,
         "__module__": server_class.__module__,
@@ -225,31 +238,73 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     return 0
 
 
+class _Captured(Exception):
+    """Raised by the stdlib's command line where it parses its arguments: carries its parser."""
+
+    def __init__(self, parser):
+        super().__init__(parser)
+        self.parser = parser
+
+
+def _stdlib_parser():
+    """The argparse parser of ``python -m http.server`` on the running Python, as it is built
+    there: its options, their order, defaults, help texts and argparse settings.
+
+    http.server builds its parser inside its ``__main__`` code; that code runs here in a private
+    copy of the module (as for ``server`` above), whose ``import argparse`` gets an argparse whose
+    parsers stop at ``parse_args()`` and hand themselves over. Nothing is served, nothing else
+    runs: the copy is dropped.
+    """
+    import argparse
+
+    class CapturingParser(argparse.ArgumentParser):
+        def parse_args(self, args=None, namespace=None):
+            raise _Captured(self)
+
+        parse_known_args = parse_intermixed_args = parse_known_intermixed_args = parse_args
+
+    capturing_argparse = type(argparse)("argparse")
+    vars(capturing_argparse).update(vars(argparse), ArgumentParser=CapturingParser)
+
+    def private_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name == "socketserver":
+            return fastserver
+        if level == 0 and name == "argparse":
+            return capturing_argparse
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    spec = importlib.util.find_spec("http.server")
+    module = importlib.util.module_from_spec(spec)
+    module.__name__ = "__main__"
+    module.__builtins__ = dict(vars(builtins), __import__=private_import)
+    try:
+        exec(spec.loader.get_code(spec.name), vars(module))
+    except _Captured as captured:
+        parser = captured.parser
+    else:
+        raise RuntimeError("http.server's __main__ code built no argument parser")
+    parser.__class__ = argparse.ArgumentParser
+    return parser
+
+
+# What fastserver.http gives each destination of http.server's options (argparse's dest): every
+# option of the running Python's http.server must be here, with the same meaning
+# (tests/test_http_cli.py checks it): main() and serve() below.
+_STDLIB_OPTIONS_HANDLED = {
+    "help", "port", "bind", "directory",
+    "protocol",  # 3.11
+    "cgi",  # up to 3.14: CGIHTTPRequestHandler
+    "tls_cert", "tls_key", "tls_password_file",  # 3.14 (offered on every Python)
+    "content_type",  # 3.15: the handlers' default_content_type
+    "header",  # 3.15: the handlers' extra_response_headers
+}
+
+
 def _parser():
-    options = {"color": True} if sys.version_info >= (3, 14) else {}
-    parser = argparse.ArgumentParser(**options)
-    if not _HAS_PROTOCOL_OPTION:  # Python 3.10: long option first, older help texts
-        if _HAS_CGI_OPTION:
-            parser.add_argument("--cgi", action="store_true", help="run as CGI server")
-        parser.add_argument("--bind", "-b", metavar="ADDRESS",
-                            help="specify alternate bind address (default: all interfaces)")
-        parser.add_argument("--directory", "-d", default=os.getcwd(),
-                            help="specify alternate directory (default: current directory)")
+    """http.server's parser on this Python, with the TLS options where it lacks them."""
+    parser = _stdlib_parser()
+    if "--tls-cert" not in parser._option_string_actions:
         _add_tls_options(parser)
-        parser.add_argument("port", action="store", default=8000, type=int, nargs="?",
-                            help="specify alternate port (default: 8000)")
-        return parser
-    if _HAS_CGI_OPTION:
-        parser.add_argument("--cgi", action="store_true", help="run as CGI server")
-    parser.add_argument("-b", "--bind", metavar="ADDRESS",
-                        help="bind to this address (default: all interfaces)")
-    parser.add_argument("-d", "--directory", default=os.getcwd(),
-                        help="serve this directory (default: current directory)")
-    parser.add_argument("-p", "--protocol", metavar="VERSION", default="HTTP/1.0",
-                        help="conform to this HTTP version (default: %(default)s)")
-    _add_tls_options(parser)
-    parser.add_argument("port", default=8000, type=int, nargs="?",
-                        help="bind to this port (default: %(default)s)")
     return parser
 
 
@@ -284,6 +339,11 @@ def main(argv=None):
     """
     parser = _add_fastserver_options(_parser())
     args = parser.parse_args(argv)
+    for dest, value in vars(args).items():  # an option of a newer http.server: refused, not ignored
+        if dest not in _STDLIB_OPTIONS_HANDLED | {"workers", "proxy_protocol"}:
+            if value != parser.get_default(dest):
+                parser.error(f"fastserver.http does not implement this Python's http.server "
+                             f"option {dest!r} yet")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     tls = {}
@@ -307,7 +367,8 @@ def main(argv=None):
     return serve(handler_class=handler, port=args.port, bind=args.bind,
                  protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,
                  workers=args.workers, proxy_protocol=args.proxy_protocol,
-                 listen_socket=listen_socket, **tls)
+                 listen_socket=listen_socket, content_type=getattr(args, "content_type", None),
+                 extra_response_headers=getattr(args, "header", None), **tls)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import os
 import threading
 
-from . import _cores, _pipeline
+from . import _cores, _pipeline, _stdlib
 from ._pool import ThreadPool
 
 __all__ = ["ThreadingMixIn"]
@@ -47,8 +47,8 @@ class ThreadingMixIn:
       trading the GIL at every syscall (default True; see the README)
     """
 
-    daemon_threads = False
-    block_on_close = True
+    daemon_threads = _stdlib.default("ThreadingMixIn", "daemon_threads")
+    block_on_close = _stdlib.default("ThreadingMixIn", "block_on_close")
     max_threads = None
     request_turns = True
     _threads = _NoThreads()
@@ -114,10 +114,10 @@ if hasattr(os, "fork"):
         - active_children: the pids of the running children (None before the first)
         """
 
-        timeout = 300
-        active_children = None
-        max_children = 40
-        block_on_close = True
+        timeout = _stdlib.default("ForkingMixIn", "timeout")
+        active_children = _stdlib.default("ForkingMixIn", "active_children")
+        max_children = _stdlib.default("ForkingMixIn", "max_children")
+        block_on_close = _stdlib.default("ForkingMixIn", "block_on_close")
 
         def collect_children(self, *, blocking=False):
             """Reap the children that have exited; wait while there are max_children or more."""

@@ -15,7 +15,7 @@ import traceback
 import weakref
 from time import monotonic
 
-from . import _cores, _pipeline, _seam, _tls, mixins
+from . import _cores, _pipeline, _seam, _stdlib, _tls, mixins
 from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -140,7 +140,7 @@ class BaseServer:
     call. Overrides are looked up once at the start of each ``serve_forever``/``handle_request``.
     """
 
-    timeout = None
+    timeout = _stdlib.default("BaseServer", "timeout")
     # fastserver: worker processes (see fastserver.workers). With workers > 1, serve_forever()
     # forks that many copies of the loop over the same socket and supervises them.
     workers = 1
@@ -451,12 +451,14 @@ class TCPServer(BaseServer):
     - socket
     """
 
-    address_family = socket.AF_INET
-    socket_type = socket.SOCK_STREAM
-    request_queue_size = 5
-    allow_reuse_address = False
+    # The stdlib's defaults on the running Python (fastserver._stdlib): request_queue_size is 5
+    # up to 3.14, socket.SOMAXCONN from 3.15 on.
+    address_family = _stdlib.default("TCPServer", "address_family")
+    socket_type = _stdlib.default("TCPServer", "socket_type")
+    request_queue_size = _stdlib.default("TCPServer", "request_queue_size")
+    allow_reuse_address = _stdlib.default("TCPServer", "allow_reuse_address")
     if _REUSE_PORT:
-        allow_reuse_port = False
+        allow_reuse_port = _stdlib.default("TCPServer", "allow_reuse_port")
     # fastserver: TCP_NODELAY on accepted TCP connections, so that a reply written in two parts
     # (http.server: headers, then body) is not held back by Nagle's algorithm waiting for the
     # client's delayed ACK (~40 ms a request on keep-alive). False gives the stdlib's behaviour.
@@ -564,11 +566,11 @@ class TCPServer(BaseServer):
 class UDPServer(TCPServer):
     """UDP server class."""
 
-    allow_reuse_address = False
+    allow_reuse_address = _stdlib.default("UDPServer", "allow_reuse_address")
     if _REUSE_PORT:
-        allow_reuse_port = False
-    socket_type = socket.SOCK_DGRAM
-    max_packet_size = 8192
+        allow_reuse_port = _stdlib.default("UDPServer", "allow_reuse_port")
+    socket_type = _stdlib.default("UDPServer", "socket_type")
+    max_packet_size = _stdlib.default("UDPServer", "max_packet_size")
 
     def get_request(self):
         data, client_addr = self.socket.recvfrom(self.max_packet_size)
@@ -590,10 +592,10 @@ class UDPServer(TCPServer):
 if hasattr(socket, "AF_UNIX"):
 
     class UnixStreamServer(TCPServer):
-        address_family = socket.AF_UNIX
+        address_family = _stdlib.default("UnixStreamServer", "address_family")
 
     class UnixDatagramServer(UDPServer):
-        address_family = socket.AF_UNIX
+        address_family = _stdlib.default("UnixDatagramServer", "address_family")
 
 
 def _is_default(server, name, default):
