@@ -547,7 +547,8 @@ _EVERY_SERVER = {"workers", "graceful_timeout", "worker_id", "proxy_protocol", "
                  "proxied_address", "tcp_nodelay", "from_socket", "first_data_timeout",
                  "_wake_loop", "_BaseServer__shutdown_request", "ssl_context",
                  "tls_handshake_timeout", "_tls_context", "_start_tls", "_process_tls_in_loop",
-                 "_listener_nodelay"}
+                 "_listener_nodelay", "keep_alive_parking", "keep_alive_timeout",
+                 "keep_alive_linger", "_loop_state", "_keep_alive"}
 FASTSERVER_EXTRAS = {
     "ThreadingTCPServer": _EVERY_SERVER | {"max_threads", "request_turns", "_accepting",
                                            "_thread_pool"},
