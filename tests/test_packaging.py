@@ -66,9 +66,16 @@ def build_run(tmp_path_factory):
     if not _build_available():
         pytest.fail("'build' is not installed: pip install '.[test]' installs it")
     out = tmp_path_factory.mktemp("dist")
+    # From a copy without the checkout's build outputs: setuptools puts the files listed in an
+    # old src/*.egg-info/SOURCES.txt (left by any earlier install) into the sdist, whatever
+    # MANIFEST.in says, and a file missing from MANIFEST.in would go unnoticed here.
+    tree = tmp_path_factory.mktemp("tree") / "fastserver"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", "*.so", "*.pyd",
+        ".venv*", ".*_cache", ".hypothesis", ".benchmarks", "_build.json"))
     # PYTHONDONTWRITEBYTECODE makes setuptools warn that it skips byte-compiling: not the
     # package's warning, so the build runs without it
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
                           capture_output=True, text=True, cwd=out, timeout=BUILD_TIMEOUT,
                           env=_environment(drop=("PYTHONDONTWRITEBYTECODE",),
                                            FASTSERVER_REQUIRE_EXTENSIONS="1"))
