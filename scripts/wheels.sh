@@ -15,7 +15,8 @@
 # 3. a fresh virtual environment where no compiler runs: the install happens with CC=false and
 #    --only-binary for fastserver, so that pip can only take the wheel; fastserver must import
 #    from that environment's site-packages on its compiled core (IMPLEMENTATION "cython-...")
-#    with the zig build's record (_build.json);
+#    with the zig build's record (_build.json), each compiled module must import, and on a
+#    free-threaded interpreter the GIL must stay off;
 # 4. the test suite against the installed wheel: tests/ and bench/ are copied out of the source
 #    tree and pytest runs there, where src/ cannot be imported (the packaging tests, which need
 #    the checkout, skip themselves). --suite all (default): the whole suite, with the test extra;
@@ -131,7 +132,14 @@ assert fastserver.IMPLEMENTATION.startswith("cython"), fastserver.IMPLEMENTATION
 with open(os.path.join(os.path.dirname(here), "_build.json")) as f:
     record = json.load(f)
 assert not record["failed"] and record["compiler"].endswith("zig-cc"), record
-print(f"fastserver {fastserver.IMPLEMENTATION} from {os.path.dirname(here)}")
+import importlib
+modules = sorted(name.split(".")[0] for name in os.listdir(os.path.dirname(here))
+                 if name.endswith(".so"))
+for name in modules:
+    importlib.import_module(f"fastserver.{name}")
+if sysconfig.get_config_var("Py_GIL_DISABLED"):  # each module declares itself safe without it
+    assert not sys._is_gil_enabled(), f"importing {modules} turned the GIL on"
+print(f"fastserver {fastserver.IMPLEMENTATION} from {os.path.dirname(here)}: {', '.join(modules)}")
 EOF
 
 # Every extension module in the wheel $1: no .debug_* section, no symbol table (pyelftools
