@@ -60,6 +60,28 @@ def _environment(*, drop=(), **extra):
     return env
 
 
+def _clean_copy(dest):
+    """The source tree in dest: git's files (tracked, and untracked ones it does not ignore) in a
+    git checkout, else the tree less what builds and tools leave in it."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, timeout=60) \
+        if shutil.which("git") else None
+    if listed is not None and listed.returncode == 0 and listed.stdout:
+        names = listed.stdout.decode().split("\0")
+        # and the C that cythonize made, with its times: it need not run again
+        names += [p.relative_to(ROOT).as_posix() for p in ROOT.glob("src/fastserver/*.c")]
+        for name in filter(None, names):
+            source = ROOT / name
+            if source.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+        return dest
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", "*.so", "*.pyd",
+        ".venv*", "venv", ".*_cache", ".hypothesis", ".benchmarks", "_build.json"))
+    return dest
+
+
 @pytest.fixture(scope="module")
 def build_run(tmp_path_factory):
     """(sdist path, wheel path, what python -m build printed), the wheel built from the sdist."""
@@ -69,10 +91,7 @@ def build_run(tmp_path_factory):
     # From a copy without the checkout's build outputs: setuptools puts the files listed in an
     # old src/*.egg-info/SOURCES.txt (left by any earlier install) into the sdist, whatever
     # MANIFEST.in says, and a file missing from MANIFEST.in would go unnoticed here.
-    tree = tmp_path_factory.mktemp("tree") / "fastserver"
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
-        ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", "*.so", "*.pyd",
-        ".venv*", ".*_cache", ".hypothesis", ".benchmarks", "_build.json"))
+    tree = _clean_copy(tmp_path_factory.mktemp("tree") / "fastserver")
     # PYTHONDONTWRITEBYTECODE makes setuptools warn that it skips byte-compiling: not the
     # package's warning, so the build runs without it
     done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
