@@ -85,6 +85,8 @@ def _check_settings(server):
                              "TLS over datagrams (DTLS) is not supported")
     if server._tls_context() is not None:
         _positive_seconds("tls_handshake_timeout", server.tls_handshake_timeout)
+    if server.proxy_protocol:
+        _pipeline.check_allow_from(server.proxy_allow_from)
     if server.keep_alive_timeout is not None:
         _positive_seconds("keep_alive_timeout", server.keep_alive_timeout)
     _seconds_or_zero("keep_alive_linger", server.keep_alive_linger)
@@ -148,6 +150,9 @@ class BaseServer:
     # before its handler runs, and give the handler the client's address that it names.
     proxy_protocol = False
     proxy_timeout = 5.0  # seconds the header may take to arrive
+    # the peers trusted to send it: addresses or networks (a list, or one comma-separated
+    # string), or "*" for any; a connection from elsewhere is closed unserved (one log line)
+    proxy_allow_from = ("127.0.0.1", "::1")
     # fastserver: hold each accepted stream connection in the loop, without a thread, until its
     # first bytes arrive; close it if none come within this many seconds (see fastserver._parking).
     # None (the default) processes connections at once, as the stdlib does.
@@ -322,7 +327,10 @@ class BaseServer:
         pending = self.__handshakes.pop(request, None)
         if pending is None:  # a new connection: its PROXY header first, then the handshake
             if self.proxy_protocol:
-                client_address = self.proxied_address(request, client_address)
+                client_address = _pipeline.proxied(self, request, client_address)
+                if client_address is None:
+                    self.shutdown_request(request)
+                    return
             tls = _tls.wrap(context, request, self.socket)
             if tls is None:
                 self.shutdown_request(request)
@@ -348,22 +356,17 @@ class BaseServer:
             self.__handshakes.pop(request, None)
             self.shutdown_request(request)
             return
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        except BaseException:
-            self.shutdown_request(request)
-            raise
-        self.shutdown_request(request)
+        _pipeline.handle(self, request, client_address)
 
     def proxied_address(self, request, client_address):
         """The client's address from the connection's PROXY header (fastserver, proxy_protocol).
 
         Called where the request is processed (its thread or child process) before
-        finish_request(). A missing, malformed or late header raises (ProxyError, TimeoutError,
-        OSError): the request then goes to handle_error() and is closed, never served. A LOCAL or
-        UNKNOWN header (a health check) keeps the connection's own peer address.
+        finish_request(), for a peer that ``proxy_allow_from`` trusts. A missing, malformed or
+        late header raises (ProxyError, TimeoutError, OSError): the connection is then closed,
+        never served, and one line says why on the ``fastserver`` logger (not handle_error(): a
+        health check that connects and closes is no error of the server's). A LOCAL or UNKNOWN
+        header (a health check) keeps the connection's own peer address.
         """
         from .proxy import read_header
 
@@ -623,6 +626,10 @@ def find_hooks(server):
                     and sock.type == socket.SOCK_STREAM)
     if hooks.get_request is None and not hooks.accept:
         hooks.get_request = server.get_request
+    if hooks.accept:
+        wanted = bool(getattr(server, "tcp_nodelay", False))
+        if wanted != bool(getattr(server, "_listener_nodelay", False)):
+            hooks.nodelay = int(wanted)
     hooks.verify_request = hook("verify_request", BaseServer.verify_request)
     hooks.process_request = hook("process_request", BaseServer.process_request)
     if hooks.process_request is None and server.proxy_protocol:
@@ -643,8 +650,9 @@ def find_hooks(server):
             # loop holds each connection until then (and no longer than the handshake may take).
             hooks.first_data_timeout = min(server.first_data_timeout or float("inf"),
                                            server.tls_handshake_timeout)
-    # Keep-alive parking needs the loop's poller, so the loop hands connections to threads
-    # itself (no request threads that accept for themselves) where it may park.
+    # Keep-alive parking needs the loop's poller. Request threads that accept for themselves
+    # park there too, and a parked connection that speaks again goes to the thread pool: two
+    # groups of threads, so not under max_threads (the loop then hands out every connection).
     request_threads = (isinstance(server, ThreadingMixIn)
                        and _is_default(server, "process_request", ThreadingMixIn.process_request)
                        and _is_default(server, "process_request_thread",
@@ -653,7 +661,8 @@ def find_hooks(server):
             hooks.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM):
         hooks.keep_alive = _pipeline.keep_alive_for(server, request_threads)
     hooks.threads_accept = (
-        hooks.keep_alive is None and request_threads
+        (hooks.keep_alive is None or getattr(server, "max_threads", None) is None)
+        and request_threads
         and hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
         and hooks.service_actions is None and not server.proxy_protocol and not tls
         and hooks.first_data_timeout is None)  # held connections are the loop's to hand out
