@@ -1,8 +1,11 @@
 """The distributions: an sdist that has everything a build needs, a wheel with the compiled core.
 
-``python -m build`` makes the sdist from the source tree, then the wheel from that sdist (so a
-file missing from the sdist breaks the wheel); the wheel is installed into a fresh virtual
-environment, where the compiled core must be the one that runs. This is the slowest test (one
+``python -m build`` makes the sdist from the source tree, then the wheel from that sdist in a
+fresh directory (so a file missing from the sdist breaks the wheel), and must print no warning;
+the sdist must hold every file the README names (its picture is linked by an absolute address);
+the wheel is installed into a fresh virtual environment, where the compiled core must be the one
+that runs. The manylinux wheels are built and tested against the whole suite by
+scripts/wheels.sh (.ci/run runs it). This is the slowest test (one
 compile, two isolated build environments, one virtual environment): about a minute.
 
 The same file checks what setup.py records of a build (fastserver/_build.json): the installed
@@ -17,6 +20,7 @@ It needs ``build`` (in the ``test`` extra) and a source checkout, and it is skip
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -56,19 +60,60 @@ def _environment(*, drop=(), **extra):
     return env
 
 
+def _clean_copy(dest):
+    """The source tree in dest: git's files (tracked, and untracked ones it does not ignore) in a
+    git checkout, else the tree less what builds and tools leave in it."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, timeout=60) \
+        if shutil.which("git") else None
+    if listed is not None and listed.returncode == 0 and listed.stdout:
+        names = listed.stdout.decode().split("\0")
+        # and the C that cythonize made, with its times: it need not run again
+        names += [p.relative_to(ROOT).as_posix() for p in ROOT.glob("src/fastserver/*.c")]
+        for name in filter(None, names):
+            source = ROOT / name
+            if source.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+        return dest
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", "*.so", "*.pyd",
+        ".venv*", "venv", ".*_cache", ".hypothesis", ".benchmarks", "_build.json"))
+    return dest
+
+
 @pytest.fixture(scope="module")
-def dists(tmp_path_factory):
-    """(sdist path, wheel path), the wheel built from the sdist."""
+def build_run(tmp_path_factory):
+    """(sdist path, wheel path, what python -m build printed), the wheel built from the sdist."""
     if not _build_available():
         pytest.fail("'build' is not installed: pip install '.[test]' installs it")
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+    # From a copy without the checkout's build outputs: setuptools puts the files listed in an
+    # old src/*.egg-info/SOURCES.txt (left by any earlier install) into the sdist, whatever
+    # MANIFEST.in says, and a file missing from MANIFEST.in would go unnoticed here.
+    tree = _clean_copy(tmp_path_factory.mktemp("tree") / "fastserver")
+    # PYTHONDONTWRITEBYTECODE makes setuptools warn that it skips byte-compiling: not the
+    # package's warning, so the build runs without it
+    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(tree)],
                           capture_output=True, text=True, cwd=out, timeout=BUILD_TIMEOUT,
-                          env=_environment(FASTSERVER_REQUIRE_EXTENSIONS="1"))
+                          env=_environment(drop=("PYTHONDONTWRITEBYTECODE",),
+                                           FASTSERVER_REQUIRE_EXTENSIONS="1"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sdists, wheels = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
     assert len(sdists) == 1 and len(wheels) == 1, sorted(os.listdir(out))
-    return sdists[0], wheels[0]
+    return sdists[0], wheels[0], done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def dists(build_run):
+    """(sdist path, wheel path), the wheel built from the sdist."""
+    return build_run[:2]
+
+
+def test_build_prints_no_warning(build_run):
+    *_, output = build_run
+    warnings = [line for line in output.splitlines() if "warn" in line.lower()]
+    assert not warnings, "\n".join(warnings)
 
 
 # compiled by python -m fastserver.bench on the user's machine, so shipped as sources
@@ -91,6 +136,57 @@ def test_sdist_has_what_a_build_needs(dists):
                "pyproject.toml", "README.md", "LICENSE"] + BENCH_C_SOURCES
     missing = sorted(set(needed) - names)
     assert not missing, f"missing from {sdist.name}: {missing}"
+
+
+# README.md's links to the project's own files that are no file of this tree: its picture, by an
+# absolute address (the README is the package's description on PyPI, where a relative one breaks)
+REPOSITORY_FILE = re.compile(r"^https://github\.com/[^/]+/fastserver/raw/main/(?P<path>.+)$")
+
+
+def _readme_names(readme):
+    """Every path of this tree that README.md names: its links (relative, or to a file of the
+    repository), and the paths it quotes as code (`bench/README.md`, `.ci/run`)."""
+    names = set()
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        repository = REPOSITORY_FILE.match(target)
+        if repository:
+            names.add(repository["path"])
+        elif "://" not in target and not target.startswith("#"):
+            names.add(target.split("#")[0])
+    for quoted in re.findall(r"`([^`\s]+)`", readme):
+        if "/" in quoted or (ROOT / quoted).is_file():
+            names.add(quoted)
+    return {name.rstrip("/") for name in names if name and (ROOT / name).exists()}
+
+
+def test_sdist_has_every_file_the_readme_names(dists):
+    sdist, _ = dists
+    with tarfile.open(sdist) as tar:
+        names = {name.partition("/")[2] for name in tar.getnames()}
+        readme = tar.extractfile(next(n for n in tar.getnames()
+                                      if n.partition("/")[2] == "README.md")).read().decode()
+    named = _readme_names(readme)
+    # the picture and the files of its section, the benchmarks' report, the test command's tree
+    for name in ("bench/bench.png", "bench/README.md", "tests", ".ci/run"):
+        assert name in named, f"README.md no longer names {name}: update this test"
+    wanted = named | {"Makefile", *_sources("scripts/*.sh"), *_sources("bench/*")}
+    missing = sorted(name for name in wanted if name not in names)
+    assert not missing, f"missing from {sdist.name}: {missing}"
+    # a picture by a relative link shows nowhere but in a checkout
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", readme)
+    assert pictures and all(REPOSITORY_FILE.match(p) for p in pictures), pictures
+
+
+def test_metadata_has_the_license_as_an_spdx_expression(dists):
+    sdist, wheel = dists
+    with zipfile.ZipFile(wheel) as whl:
+        metadata = whl.read(next(n for n in whl.namelist()
+                                 if n.endswith(".dist-info/METADATA"))).decode()
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in whl.namelist())
+    headers = metadata.partition("\n\n")[0].splitlines()
+    assert "License-Expression: MIT" in headers, headers
+    assert "License-File: LICENSE" in headers, headers
+    assert not [h for h in headers if h.startswith(("License:", "Classifier: License"))], headers
 
 
 def test_wheel_has_the_compiled_core_and_types(dists):
