@@ -155,10 +155,12 @@ def test_which_peers_are_allowed():
 def test_the_command_line_says_one_line_for_a_health_check_and_serves_the_next(tmp_path):
     (tmp_path / "hello.txt").write_text("hello\n")
     port = free_port()
+    stderr_path = tmp_path / "stderr.txt"
+    stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastserver.http", "--bind", "127.0.0.1", "--directory",
          str(tmp_path), "--proxy-protocol", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(), text=True)
+        stdout=subprocess.DEVNULL, stderr=stderr_file, env=child_env())
     try:
         deadline = time.monotonic() + TIMEOUT * 2
         while True:  # a health check: connect and close, as HAProxy's check does
@@ -174,9 +176,13 @@ def test_the_command_line_says_one_line_for_a_health_check_and_serves_the_next(t
             while chunk := client.recv(1000):
                 reply += chunk
         assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"hello\n")
+        # the health check's thread may log after the request is served
+        assert wait_until(lambda: b"PROXY header refused" in stderr_path.read_bytes())
     finally:
         proc.terminate()
-        _, stderr = proc.communicate(timeout=TIMEOUT * 2)
+        proc.wait(timeout=TIMEOUT * 2)
+        stderr_file.close()
+    stderr = stderr_path.read_text()
     lines = [line for line in stderr.splitlines() if "PROXY" in line or "Traceback" in line]
     assert lines == ["127.0.0.1 - PROXY header refused: "
                      "connection closed before the PROXY header"]
