@@ -167,6 +167,12 @@ class BaseServer:
         """Wake the running loop, if any, so that it looks at its state (a thread freed)."""
         self.__state.wake()
 
+    def _stop_gracefully(self, finish_until):
+        """shutdown() without its wait, for a stop signal's handler (fastserver.workers): the
+        loop ends, serving the connections it holds as they speak until ``finish_until``."""
+        self.__state.finish_until = finish_until
+        self.__state.request_shutdown()
+
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
 
