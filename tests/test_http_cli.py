@@ -315,7 +315,9 @@ def normalise(text):
     return text.replace(prog[1] + " ", "PROG ").replace(prog[1] + ":", "PROG:")
 
 
-FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol"}
+FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol", "--graceful-timeout", "--max-threads",
+                      "--first-data-timeout", "--tls-handshake-timeout", "--log-level",
+                      "--no-access-log", "--version"}
 
 
 def test_help_lists_the_stdlibs_options():

@@ -132,7 +132,7 @@ class Supervisor:
         self.graceful_timeout = graceful_timeout(server)  # checked before any worker starts
         self.workers = {}  # pid -> worker index
         self.started = {}  # pid -> monotonic() of its start
-        self.retiring = {}  # pid -> when it was asked to stop
+        self.retiring = {}  # pid -> (when it was asked to stop, its index)
         self.pending = {}  # index -> monotonic() when its replacement may start (a back-off)
         self.replaced = {}  # index -> the pid that its pending replacement replaces
         self.failures = 0  # workers in a row that died within BOOT_WINDOW of their start
@@ -240,8 +240,8 @@ class Supervisor:
             self._retire(pid)
 
     def _retire(self, pid):
-        self.workers.pop(pid, None)
-        self.retiring[pid] = monotonic()
+        index = self.workers.pop(pid, None)
+        self.retiring[pid] = (monotonic(), index)
         _signal(pid, signal.SIGTERM)
 
     def _respawn_due(self):
@@ -255,10 +255,10 @@ class Supervisor:
         """Collect the workers that exited; replace the ones that were not asked to stop (after
         a growing delay when they died as they started). The reason to give up, or None."""
         deadline = monotonic() - self.graceful_timeout - KILL_GRACE  # it gave up itself by then
-        for pid, asked in list(self.retiring.items()):
+        for pid, (asked, index) in list(self.retiring.items()):
             if asked < deadline:
-                log.warning("worker (pid %d) still running %g s after it was asked to stop: "
-                            "killing it", pid, self.graceful_timeout + KILL_GRACE)
+                log.warning("worker %s (pid %d) still running %g s after it was asked to stop: "
+                            "killing it", index, pid, self.graceful_timeout + KILL_GRACE)
                 _signal(pid, signal.SIGKILL)
         for pid in list(self.workers) + list(self.retiring):
             try:
@@ -269,15 +269,15 @@ class Supervisor:
                 continue
             started = self.started.pop(pid, None)
             how = "exited" if status is None else describe_status(status)
-            retired = self.retiring.pop(pid, None) is not None
-            index = self.workers.pop(pid, None)
-            if index is None:
-                log.info("worker (pid %d) %s (retired)", pid, how)
+            retired = self.retiring.pop(pid, None)
+            if retired is not None:
+                log.info("worker %s (pid %d) %s", retired[1], pid, how)
                 continue
+            index = self.workers.pop(pid)
             cause = self.slots[index].read() if index in self.slots else ""
             lived = monotonic() - started if started is not None else math.inf
             what = f"worker {index} (pid {pid}) {how}" + (f" ({cause})" if cause else "")
-            if retired or not respawn:
+            if not respawn:
                 log.info("%s", what)
                 continue
             if lived >= BOOT_WINDOW:
