@@ -197,6 +197,8 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     SIGTERM stops the server gracefully (:func:`fastserver.workers.serve_until_stopped`; with
     ``workers``, the supervisor does it): it returns 0 once the requests in flight are finished.
     """
+    from fastserver.workers import serve_until_stopped  # (before "Serving": SIGINT after it)
+
     family, address = _best_family(bind, port)
     if listen_socket is not None:
         family = listen_socket.family
@@ -236,8 +238,6 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
         scheme = "HTTPS" if tls_cert else "HTTP"
         print(f"Serving {scheme} on {host} port {port} ({scheme.lower()}://{url_host}:{port}/) ...",
               flush=True)
-        from fastserver.workers import serve_until_stopped
-
         try:
             serve_until_stopped(httpd)
         except KeyboardInterrupt:
