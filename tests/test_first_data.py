@@ -191,9 +191,9 @@ def test_datagram_servers_ignore_it(fast):
 
 
 def test_at_the_loop_end_readable_connections_get_a_free_thread_and_the_rest_are_closed():
-    # SilentConnections on its own, with real sockets: 3 connections have spoken, one has not;
-    # one thread is free when the loop ends.
-    from fastserver._silent import SilentConnections
+    # Parking on its own, with real sockets: 3 connections have spoken, one has not; one
+    # thread is free when the loop ends.
+    from fastserver._parking import Parking
 
     watched, processed, closed = set(), [], []
     free_threads = [1]
@@ -202,8 +202,8 @@ def test_at_the_loop_end_readable_connections_get_a_free_thread_and_the_rest_are
         free_threads[0] -= 1
         processed.append(client_address)
 
-    parked = SilentConnections(60.0, watched.add, watched.discard, process,
-                               lambda request, client_address: None, closed.append)
+    parked = Parking(watched.add, watched.discard, lambda: None, 60.0, process,
+                     lambda request, client_address: None, closed.append)
     pairs = [socket.socketpair() for _ in range(4)]
     try:
         for number, (server_side, _) in enumerate(pairs):

@@ -434,7 +434,7 @@ import fastserver.http as cli
 import fastserver.workers
 
 def report(httpd, poll_interval=0.5):
-    handler = httpd.RequestHandlerClass
+    handler = getattr(httpd.RequestHandlerClass, "func", httpd.RequestHandlerClass)  # partial
     print(json.dumps({name: getattr(httpd, name) for name in
                       ("graceful_timeout", "max_threads", "first_data_timeout",
                        "tls_handshake_timeout", "workers")}

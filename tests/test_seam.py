@@ -70,7 +70,7 @@ def test_backoff_doubles_to_its_cap_and_resets_after_a_success():
     assert pacing.timeout() == _policy.BACKOFF_MS[0] / 1000
 
 
-def test_pacing_waits_no_longer_than_poll_interval_back_off_or_the_next_silent_deadline():
+def test_pacing_waits_no_longer_than_poll_interval_back_off_or_the_next_parked_deadline():
     class Silent:
         ready = ()
 
@@ -94,12 +94,16 @@ def test_the_listener_waits_while_no_thread_is_free_or_a_readable_connection_wai
     assert not pacing.listener_wanted(accepting=lambda: False)
     assert pacing.listener_wanted(accepting=lambda: True)
 
-    class Silent:
-        ready = [("request", "address")]
+    class Parking:
+        ready = ["a parked connection, readable"]
+        first_data_timeout = 1.0  # new connections are held until they speak: no thread needed
 
-    assert not pacing.listener_wanted(silent=Silent())
-    Silent.ready = []
-    assert pacing.listener_wanted(silent=Silent())
+    assert not pacing.listener_wanted(lambda: True, Parking())
+    Parking.ready = []
+    assert pacing.listener_wanted(lambda: False, Parking())
+    Parking.first_data_timeout = None  # keep-alive only: a new connection needs a thread at once
+    assert not pacing.listener_wanted(lambda: False, Parking())
+    assert pacing.listener_wanted(lambda: True, Parking())
 
 
 @pytest.mark.parametrize("socket_timeout, server_timeout, expected",

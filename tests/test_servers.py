@@ -545,9 +545,10 @@ def test_listener_blocking_mode_is_left_as_it_was(ss, nonblocking):
 # class for code that sets it to stop a loop.)
 _EVERY_SERVER = {"workers", "graceful_timeout", "worker_id", "proxy_protocol", "proxy_timeout",
                  "proxied_address", "tcp_nodelay", "from_socket", "first_data_timeout",
-                 "_wake_loop", "_stop_gracefully", "_BaseServer__shutdown_request", "ssl_context",
+                 "_wake_loop", "_BaseServer__shutdown_request", "ssl_context",
                  "tls_handshake_timeout", "_tls_context", "_start_tls", "_process_tls_in_loop",
-                 "_listener_nodelay"}
+                 "_listener_nodelay", "keep_alive_parking", "keep_alive_timeout",
+                 "keep_alive_linger", "_loop_state", "_keep_alive"}
 FASTSERVER_EXTRAS = {
     "ThreadingTCPServer": _EVERY_SERVER | {"max_threads", "request_turns", "_accepting",
                                            "_thread_pool"},

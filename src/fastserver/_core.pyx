@@ -21,7 +21,7 @@ from fastserver.includes.errors cimport (after_failed_wait, monotonic, ms_until,
                                          raise_oserror)
 
 from fastserver import _acceptors, _policy
-from fastserver._silent import SilentConnections
+from fastserver._parking import Parking
 
 POLLER = fs_poller_name.decode()
 
@@ -99,7 +99,7 @@ cdef class Loop:
             fs_wakeup_drain(self.wake_r)
 
     def watch(self, int fd):
-        """Add ``fd`` to the poller, for readability (a silent connection)."""
+        """Add ``fd`` to the poller, for readability (a parked connection)."""
         if fs_poller_add(self.poller, fd, FS_READABLE) < 0:
             raise_errno()
 
@@ -121,31 +121,35 @@ cdef class Loop:
         if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
             fs_poller_remove(self.poller, listen_fd)
             raise_errno()
-        if hooks.first_data_timeout is not None:
-            dispatcher.silent = SilentConnections(
-                hooks.first_data_timeout, self.watch, self.unwatch,
-                dispatcher.process_silent, server.handle_error, dispatcher.close_silent)
-            state.silent = dispatcher.silent  # as the pure core: process_request() may hold again
+        parking = None
+        if hooks.first_data_timeout is not None or hooks.keep_alive is not None:
+            parking = Parking(self.watch, self.unwatch, self.wake, hooks.first_data_timeout,
+                              dispatcher.process_silent, server.handle_error,
+                              dispatcher.close_silent)
+            if hooks.first_data_timeout is not None:
+                dispatcher.silent = parking  # new connections are held until they speak
+            state.parking = parking  # as the pure core: process_request() may park again
         try:
-            self.run(state, dispatcher, _policy.Pacing(poll_interval))
+            self.run(state, dispatcher, parking, _policy.Pacing(poll_interval))
         finally:
-            state.silent = None
+            state.parking = None
             try:
-                if dispatcher.silent is not None:
-                    dispatcher.silent.close_all(hooks.accepting, state.finish_until)
+                if parking is not None:
+                    parking.close_all(hooks.accepting, state.finish_until)
             finally:
                 if dispatcher.accept_in_c and not was_nonblocking:
                     fs_set_nonblocking(listen_fd, 0, NULL)
                 fs_poller_remove(self.poller, listen_fd)
 
-    cdef int run(self, state, Dispatcher dispatcher, pacing) except -1:
+    cdef int run(self, state, Dispatcher dispatcher, parking, pacing) except -1:
         cdef fs_event events[64]
         cdef int n, i
         cdef bint listener_ready, armed = True, wanted
         accepting = dispatcher.hooks.accepting
-        silent = dispatcher.silent
         while not state.shutdown_request:
-            wanted = pacing.listener_wanted(accepting, silent)
+            if parking is not None:
+                parking.admit()
+            wanted = pacing.listener_wanted(accepting, parking)
             if wanted != armed:
                 if wanted:
                     if fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE) < 0:
@@ -153,7 +157,7 @@ cdef class Loop:
                 else:
                     fs_poller_remove(self.poller, dispatcher.listen_fd)
                 armed = wanted
-            n = self.wait(events, EVENTS_MAX, timeout_ms(pacing.timeout(silent)))
+            n = self.wait(events, EVENTS_MAX, timeout_ms(pacing.timeout(parking)))
             if state.shutdown_request:
                 break
             listener_ready = False
@@ -163,14 +167,14 @@ cdef class Loop:
                 elif events[i].fd == dispatcher.listen_fd:
                     listener_ready = True
                 else:
-                    silent.readable(events[i].fd)
-            if silent is not None:
-                silent.expire()
-                silent.dispatch(accepting)
+                    parking.readable(events[i].fd)
+            if parking is not None:
+                parking.expire()
+                parking.dispatch(accepting)
             if not pacing.resume() and listener_ready:
                 dispatcher.handle_ready(
                     state, ACCEPT_BATCH if dispatcher.service_actions is None else 1,
-                    accepting if silent is None else None)
+                    accepting if dispatcher.silent is None else None)
                 pacing.accepted(dispatcher.accept_error)
             if dispatcher.service_actions is not None:
                 dispatcher.service_actions()

@@ -11,7 +11,7 @@ import selectors
 import threading
 
 from . import _policy
-from ._silent import SilentConnections
+from ._parking import Parking
 
 _Selector = selectors.DefaultSelector
 POLLER = _Selector.__name__.removesuffix("Selector").lower()
@@ -80,32 +80,34 @@ class Loop:
         with _Selector() as selector:
             selector.register(server, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
-            silent = None
-            if hooks.first_data_timeout is not None:
-                silent = SilentConnections(
-                    hooks.first_data_timeout,
+            parking = None
+            if hooks.first_data_timeout is not None or hooks.keep_alive is not None:
+                parking = Parking(
                     lambda fd: selector.register(fd, selectors.EVENT_READ), selector.unregister,
+                    self.wake, hooks.first_data_timeout,
                     server.process_request, server.handle_error, server.shutdown_request)
-                state.silent = silent  # _handle_request_noblock() holds connections there
+                state.parking = parking  # _handle_request_noblock() holds connections there
             try:
-                self._run(server, state, selector, hooks.accepting, silent, poll_interval)
+                self._run(server, state, selector, hooks.accepting, parking, poll_interval)
             finally:
-                if silent is not None:
-                    state.silent = None
-                    silent.close_all(hooks.accepting, state.finish_until)
+                if parking is not None:
+                    state.parking = None
+                    parking.close_all(hooks.accepting, state.finish_until)
 
-    def _run(self, server, state, selector, accepting, silent, poll_interval):
+    def _run(self, server, state, selector, accepting, parking, poll_interval):
         pacing = _policy.Pacing(poll_interval)
         armed = True
         while not state.shutdown_request:
-            wanted = pacing.listener_wanted(accepting, silent)
+            if parking is not None:
+                parking.admit()
+            wanted = pacing.listener_wanted(accepting, parking)
             if wanted != armed:
                 armed = wanted
                 if armed:
                     selector.register(server, selectors.EVENT_READ)
                 else:
                     selector.unregister(server)
-            ready = selector.select(pacing.timeout(silent))
+            ready = selector.select(pacing.timeout(parking))
             if state.shutdown_request:
                 break
             listener_ready = False
@@ -115,10 +117,10 @@ class Loop:
                 elif key.fd == self._wake_r:
                     self._drain()
                 else:
-                    silent.readable(key.fd)
-            if silent is not None:
-                silent.expire()
-                silent.dispatch(accepting)
+                    parking.readable(key.fd)
+            if parking is not None:
+                parking.expire()
+                parking.dispatch(accepting)
             if not pacing.resume() and listener_ready:
                 server._handle_request_noblock()
                 pacing.accepted(state.accept_error)

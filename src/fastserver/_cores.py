@@ -26,6 +26,7 @@ class Core:
     stream_files: object  #: (sock, rbufsize, wbufsize) -> (rfile, wfile)
     parse_proxy: object  #: fastserver.proxy's parser: bytes -> (ProxyHeader, length) or None
     turns: ModuleType | None  #: enroll(), begin_request(), end_request(); None: no turns
+    wait_readable: object  #: (fd, seconds) -> bool: a request thread's wait for its next request
 
     @property
     def implementation(self):
@@ -33,13 +34,15 @@ class Core:
         return f"{self.name}-{self.loops.POLLER}"
 
 
-PURE = Core("python", _core_py, _stream_py.stream_files, _proxy_py.parse, None)
+PURE = Core("python", _core_py, _stream_py.stream_files, _proxy_py.parse, None,
+            _stream_py.wait_readable)
 try:
     from . import _core, _proxy, _stream, _turns
 except ImportError:  # not built: no compiler, or FASTSERVER_NO_EXTENSIONS at build time
     COMPILED = None
 else:
-    COMPILED = Core("cython", _core, _stream.stream_files, _proxy.parse, _turns)
+    COMPILED = Core("cython", _core, _stream.stream_files, _proxy.parse, _turns,
+                    _stream.wait_readable)
 CORES = {core.name: core for core in (COMPILED, PURE) if core is not None}
 
 #: The core every loop runs on from now on.

@@ -23,7 +23,7 @@ cdef class Dispatcher:
     cdef bint tcp_shutdown, close_socket
     cdef int nodelay  # TCP_NODELAY to set on each connection (0 or 1), or -1: none
     cdef int accept_error  # errno of the last failed accept (0 after a success)
-    cdef object silent  # the loop's SilentConnections (first_data_timeout), or None
+    cdef object silent  # the loop's Parking where it holds new connections (first_data_timeout)
 
     cdef int handle_ready(self, state, int limit, accepting=*) except -1
     cdef object next_request(self)

@@ -214,11 +214,11 @@ cdef class Dispatcher:
         return 0
 
     def process_silent(self, request, client_address):
-        """Process a silent connection, now readable."""
+        """Process a connection held until it spoke (Parking), now readable."""
         self.process(request, client_address)
 
     def close_silent(self, request):
-        """Close a silent connection: shutdown_request(), as the server defines it."""
+        """Close a held connection: shutdown_request(), as the server defines it."""
         self.end_request(request)
 
     cdef int process(self, request, client_address) except -1:

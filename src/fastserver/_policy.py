@@ -40,24 +40,29 @@ class Pacing:
         self._step = -1  # index into BACKOFF_MS of the current delay; -1: not backing off
         self._paused = False
 
-    def listener_wanted(self, accepting=None, silent=None):
-        """Whether the listener is polled in the next wait: not while backing off, nor while
-        no thread is free (``accepting()`` says no) or a readable silent connection waits."""
+    def listener_wanted(self, accepting=None, parking=None):
+        """Whether the listener is polled in the next wait: not while backing off, nor while a
+        readable parked connection waits for a thread, nor while no thread is free
+        (``accepting()`` says no) for a new connection (one the loop holds until it speaks
+        needs none)."""
         if self._paused:
             return False
-        if silent is not None:
-            return not silent.ready
+        if parking is not None:
+            if parking.ready:
+                return False
+            if parking.first_data_timeout is not None:
+                return True
         return accepting is None or accepting()
 
-    def timeout(self, silent=None):
+    def timeout(self, parking=None):
         """Seconds the next wait may last (None: until woken)."""
         timeout = self.poll_interval
         if self._paused:
             delay = BACKOFF_MS[self._step] / 1000
             if timeout is None or timeout > delay:
                 timeout = delay
-        if silent is not None:
-            due = silent.next_timeout()
+        if parking is not None:
+            due = parking.next_timeout()
             if due is not None and (timeout is None or due < timeout):
                 timeout = due
         return timeout

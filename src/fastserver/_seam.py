@@ -3,9 +3,9 @@
 A core sees a server through exactly two objects, both made by the API layer:
 
 - :class:`LoopState`, which the server owns for its whole life: whether a shutdown was asked
-  for, the loop running now (to wake it), the silent connections the pure core holds, and the
-  last accept error. Whoever stops a loop (``shutdown()``, a worker's signal handler, a freed
-  request thread) goes through it; nobody reaches into ``BaseServer``'s private names.
+  for, the loop running now (to wake it), the connections it parks, and the last accept
+  error. Whoever stops a loop (``shutdown()``, a worker's signal handler, a freed request
+  thread) goes through it; nobody reaches into ``BaseServer``'s private names.
 - :class:`Hooks`, found once per ``serve_forever()``/``handle_request()`` by
   ``servers.find_hooks()``: which of the server's methods a subclass overrides (those the core
   calls, where the stdlib calls them) and which are fastserver's own (those it runs itself).
@@ -23,24 +23,29 @@ class LoopState:
       thread running ``serve_forever()`` when its loop ends; the loop reads it after every wait.
     - ``loop``: the running loop (its ``wake()`` ends the current wait), or None; written only by
       the thread running ``serve_forever()``, read by any.
-    - ``silent``: the loop's silent connections (``first_data_timeout``) while it runs, else
-      None; ``_handle_request_noblock()`` holds new connections there (the pure core), and a TLS
-      server's ``process_request()`` holds a connection again while its handshake waits for the
-      client (both cores). The loop's thread alone reads and writes it.
+    - ``parking``: the loop's Parking (``fastserver._parking``) while it runs one, else None;
+      written by the loop's thread. ``_handle_request_noblock()`` holds new connections there
+      (``first_data_timeout``, the pure core), a TLS server's ``process_request()`` parks a
+      connection while its handshake waits for the client (both cores), and request threads park
+      keep-alive connections between requests (any thread: Parking.park() is thread-safe).
+    - ``keep_alive``: the running loop's KeepAlive (``fastserver._pipeline``), or None; written
+      by the thread running ``serve_forever()``, read by request threads.
     - ``accept_error``: the errno of the last failed ``get_request()`` (0 after a success),
       written by ``_handle_request_noblock()`` and read by the pure loop, in the loop's thread.
     - ``finish_until``: None, or in a worker process that stops gracefully the monotonic() time
-      until which a loop that ends serves the silent connections it holds as they speak
+      until which a loop that ends serves the new connections it holds as they speak
       (instead of closing them); set by the worker's stop signal handler, read when the loop
       ends.
     """
 
-    __slots__ = ("shutdown_request", "loop", "silent", "accept_error", "finish_until")
+    __slots__ = ("shutdown_request", "loop", "parking", "keep_alive", "accept_error",
+                 "finish_until")
 
     def __init__(self):
         self.shutdown_request = False
         self.loop = None
-        self.silent = None
+        self.parking = None
+        self.keep_alive = None
         self.accept_error = 0
         self.finish_until = None
 
@@ -79,10 +84,16 @@ class Hooks:
     - ``thread_pool``: with ``threads_accept``, a function returning the server's ThreadPool,
       which adopts those threads (server_close() joins them);
     - ``first_data_timeout``: the server's, where the loop holds connections until they are
-      readable, else None.
+      readable, else None;
+    - ``keep_alive``: a ``fastserver._pipeline.KeepAlive`` where request threads park
+      keep-alive connections in the loop between requests, else None.
+
+    A loop runs a Parking (``fastserver._parking``) where ``first_data_timeout`` or
+    ``keep_alive`` is set, and only there.
     """
 
     __slots__ = ("accept", "accepting", "threads_accept", "thread_pool", "first_data_timeout",
+                 "keep_alive",
                  "get_request", "handle_noblock", "verify_request", "process_request",
                  "finish_request", "shutdown_request", "close_request", "service_actions")
 

@@ -1074,3 +1074,10 @@ def stream_files(sock, rbufsize, wbufsize):
     raw = SocketRawWriter(sock, "wb")
     sock._io_refs += 1
     return rfile, _BufferedWriter(raw, wsize)
+
+
+def wait_readable(int fd, double seconds):
+    """Wait up to ``seconds`` for ``fd`` to be readable (or hung up): True if it is. A request
+    thread waits so between two keep-alive requests (fastserver._pipeline): without the GIL,
+    its turn given up for the wait."""
+    return wait_for(fd, POLLIN, monotonic() + seconds) == 1

@@ -3,6 +3,7 @@
 The twin of the compiled ``_stream`` (which the compiled core uses instead).
 """
 
+import select
 from io import BufferedIOBase
 
 
@@ -29,3 +30,11 @@ class SocketWriter(BufferedIOBase):
 
     def fileno(self):
         return self._sock.fileno()
+
+
+def wait_readable(fd, seconds):
+    """Wait up to ``seconds`` for ``fd`` to be readable (or hung up): True if it is. A request
+    thread waits so between two keep-alive requests (fastserver._pipeline)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000.0))

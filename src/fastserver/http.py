@@ -26,6 +26,7 @@ they run on fastserver whether or not :func:`fastserver.install` is ever called.
 import argparse
 import builtins
 import contextlib
+import functools
 import importlib.util
 import os
 import socket
@@ -126,14 +127,25 @@ class DualStackMixIn:
 
     directory = None
 
+    # The handler class is given ``directory`` as a keyword (a functools.partial) rather than by
+    # an override of finish_request(), as http.server's own test() does it: with the default
+    # finish_request(), keep-alive connections can park between requests (fastserver._pipeline).
+    @property
+    def RequestHandlerClass(self):
+        handler_class = self._handler_class
+        if self.directory is None:
+            return handler_class
+        return functools.partial(handler_class, directory=self.directory)
+
+    @RequestHandlerClass.setter
+    def RequestHandlerClass(self, handler_class):
+        self._handler_class = handler_class
+
     def server_bind(self):
         # Accept IPv4 too on an IPv6 socket whatever the system default; not an IPv6 socket: no-op.
         with contextlib.suppress(Exception):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         return super().server_bind()
-
-    def finish_request(self, request, client_address):
-        self.RequestHandlerClass(request, client_address, self, directory=self.directory)
 
 
 class DualStackServer(DualStackMixIn, ThreadingHTTPServer):
@@ -236,10 +248,13 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
         host, port = httpd.socket.getsockname()[:2]
         url_host = f"[{host}]" if ":" in host else host
         scheme = "HTTPS" if tls_cert else "HTTP"
-        print(f"Serving {scheme} on {host} port {port} ({scheme.lower()}://{url_host}:{port}/) ...",
-              flush=True)
+
+        def ready():  # once SIGTERM is handled, and inside the try: a signal then is handled
+            print(f"Serving {scheme} on {host} port {port} ({scheme.lower()}://{url_host}:"
+                  f"{port}/) ...", flush=True)
+
         try:
-            serve_until_stopped(httpd)
+            serve_until_stopped(httpd, ready=ready)
         except KeyboardInterrupt:
             print("\nKeyboard interrupt received, exiting.", flush=True)
     return 0

@@ -3,7 +3,7 @@
 import os
 import threading
 
-from . import _cores
+from . import _cores, _pipeline
 from ._pool import ThreadPool
 
 __all__ = ["ThreadingMixIn"]
@@ -58,20 +58,10 @@ class ThreadingMixIn:
 
         In addition, exception handling is done here. With TLS (fastserver's ssl_context) the
         handshake runs here, after the PROXY header, and the handler gets the SSLSocket; a
-        failed or timed-out handshake closes the connection without a handler.
+        failed or timed-out handshake closes the connection without a handler. Between two
+        requests of a keep-alive connection the thread may be freed (fastserver._pipeline).
         """
-        try:
-            if self.proxy_protocol:
-                client_address = self.proxied_address(request, client_address)
-            if self._tls_context() is not None:
-                request, secured = self._start_tls(request)
-                if not secured:
-                    return  # closed below
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        _pipeline.serve(self, request, client_address)
 
     def _thread_pool(self):
         """The ThreadPool (``_threads``), made at its first use (by one thread only, should
@@ -174,21 +164,10 @@ if hasattr(os, "fork"):
             # The child: handle the request and exit without returning into the loop.
             status = 1
             try:
-                if self.proxy_protocol:
-                    client_address = self.proxied_address(request, client_address)
-                secured = True
-                if self._tls_context() is not None:
-                    request, secured = self._start_tls(request)
-                if secured:
-                    self.finish_request(request, client_address)
+                if _pipeline.serve(self, request, client_address):
                     status = 0
-            except Exception:
-                self.handle_error(request, client_address)
             finally:
-                try:
-                    self.shutdown_request(request)
-                finally:
-                    os._exit(status)
+                os._exit(status)
 
         def server_close(self):
             super().server_close()

@@ -15,7 +15,7 @@ import traceback
 import weakref
 from time import monotonic
 
-from . import _cores, _seam, _tls, mixins
+from . import _cores, _pipeline, _seam, _tls, mixins
 from .mixins import ThreadingMixIn
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer"]
@@ -61,6 +61,14 @@ def _positive_seconds(name, value):
     return value
 
 
+def _seconds_or_zero(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0:  # NaN too
+        raise ValueError(f"{name} must be 0 seconds or more, not {value!r}")
+    return value
+
+
 def _check_settings(server):
     """Check fastserver's own settings before a loop starts; the number of workers."""
     workers = _positive_int("workers", server.workers)
@@ -77,6 +85,9 @@ def _check_settings(server):
                              "TLS over datagrams (DTLS) is not supported")
     if server._tls_context() is not None:
         _positive_seconds("tls_handshake_timeout", server.tls_handshake_timeout)
+    if server.keep_alive_timeout is not None:
+        _positive_seconds("keep_alive_timeout", server.keep_alive_timeout)
+    _seconds_or_zero("keep_alive_linger", server.keep_alive_linger)
     return workers
 
 
@@ -138,7 +149,7 @@ class BaseServer:
     proxy_protocol = False
     proxy_timeout = 5.0  # seconds the header may take to arrive
     # fastserver: hold each accepted stream connection in the loop, without a thread, until its
-    # first bytes arrive; close it if none come within this many seconds (see fastserver._silent).
+    # first bytes arrive; close it if none come within this many seconds (see fastserver._parking).
     # None (the default) processes connections at once, as the stdlib does.
     first_data_timeout = None
     # fastserver: TLS (see fastserver._tls). With an ssl.SSLContext for the server side, each
@@ -146,6 +157,14 @@ class BaseServer:
     # handler runs; the handler's request is then the ssl.SSLSocket.
     ssl_context = None
     tls_handshake_timeout = 10.0  # seconds the whole handshake may take
+    # fastserver: keep-alive parking (see fastserver._pipeline). Between two requests of a
+    # persistent HTTP/1.1 connection served by http.server's request loop under ThreadingMixIn,
+    # the connection waits in the loop's poller, without a thread; False turns it off.
+    keep_alive_parking = True
+    keep_alive_timeout = 75.0  # seconds a parked connection may stay idle (None: no limit)
+    # seconds a request thread first waits for the next request itself: a client that sends it
+    # at once is served without the hand-off through the loop (not while threads are short)
+    keep_alive_linger = 0.005
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -167,11 +186,15 @@ class BaseServer:
         """Wake the running loop, if any, so that it looks at its state (a thread freed)."""
         self.__state.wake()
 
-    def _stop_gracefully(self, finish_until):
-        """shutdown() without its wait, for a stop signal's handler (fastserver.workers): the
-        loop ends, serving the connections it holds as they speak until ``finish_until``."""
-        self.__state.finish_until = finish_until
-        self.__state.request_shutdown()
+    def _loop_state(self):
+        """The LoopState the server's loops share (fastserver._seam)."""
+        return self.__state
+
+    def _keep_alive(self):
+        """The running loop's KeepAlive (fastserver._pipeline) while it can park connections,
+        else None."""
+        state = self.__state
+        return state.keep_alive if state.parking is not None else None
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -196,9 +219,12 @@ class BaseServer:
 
                         Supervisor(self, state, loop, poll_interval).run()
                     else:
-                        loop.serve_forever(self, state, find_hooks(self), poll_interval)
+                        hooks = find_hooks(self)
+                        state.keep_alive = hooks.keep_alive
+                        loop.serve_forever(self, state, hooks, poll_interval)
                 finally:
                     state.loop = None
+                    state.keep_alive = None
                     self.__loop_thread = None
         finally:
             state.shutdown_request = False
@@ -240,20 +266,7 @@ class BaseServer:
             state.accept_error = exc.errno or 0
             return
         state.accept_error = 0
-        if self.verify_request(request, client_address):
-            try:
-                if state.silent is not None:
-                    state.silent.hold(request, client_address)
-                else:
-                    self.process_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
-                self.shutdown_request(request)
-            except:  # noqa: E722 - a BaseException still releases the request
-                self.shutdown_request(request)
-                raise
-        else:
-            self.shutdown_request(request)
+        _pipeline.dispatch(self, request, client_address, state.parking)
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -273,14 +286,7 @@ class BaseServer:
 
         Overridden by ForkingMixIn and ThreadingMixIn.
         """
-        context = self._tls_context()
-        if context is not None:
-            self._process_tls_in_loop(request, client_address, context)
-            return
-        if self.proxy_protocol:
-            client_address = self.proxied_address(request, client_address)
-        self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        _pipeline.process(self, request, client_address)
 
     def _tls_context(self):
         """The SSLContext each connection is wrapped with: ``ssl_context``, else that of a
@@ -308,7 +314,7 @@ class BaseServer:
     def _process_tls_in_loop(self, request, client_address, context):
         """process_request() with TLS, in the loop's thread: the loop holds each connection
         until it speaks (find_hooks() sets first_data_timeout), then every call runs the
-        handshake as far as the client's bytes allow and holds the connection again, until the
+        handshake as far as the client's bytes allow and parks the connection again, until the
         handshake is complete (the handler then runs) or fails or passes tls_handshake_timeout
         (the connection is closed). Outside a loop that holds connections (handle_request(),
         another thread) the handshake waits, up to tls_handshake_timeout."""
@@ -324,9 +330,9 @@ class BaseServer:
             request = tls
             pending = (monotonic() + self.tls_handshake_timeout, request.gettimeout())
         deadline, timeout = pending
-        silent = state.silent if threading.get_ident() == self.__loop_thread else None
+        parking = state.parking if threading.get_ident() == self.__loop_thread else None
         try:
-            if silent is None:
+            if parking is None:
                 request.settimeout(timeout)
                 _tls.handshake(request, max(deadline - monotonic(), 0.0))
             else:
@@ -335,7 +341,7 @@ class BaseServer:
                     if monotonic() >= deadline:
                         raise TimeoutError("timed out in the TLS handshake")
                     self.__handshakes[request] = pending
-                    silent.hold(request, client_address)
+                    parking.hold(request, client_address, deadline - monotonic())
                     return
                 request.settimeout(timeout)
         except (OSError, ValueError):
@@ -637,14 +643,20 @@ def find_hooks(server):
             # loop holds each connection until then (and no longer than the handshake may take).
             hooks.first_data_timeout = min(server.first_data_timeout or float("inf"),
                                            server.tls_handshake_timeout)
+    # Keep-alive parking needs the loop's poller, so the loop hands connections to threads
+    # itself (no request threads that accept for themselves) where it may park.
+    request_threads = (isinstance(server, ThreadingMixIn)
+                       and _is_default(server, "process_request", ThreadingMixIn.process_request)
+                       and _is_default(server, "process_request_thread",
+                                       ThreadingMixIn.process_request_thread))
+    if hooks.first_data_timeout is not None or (
+            hooks.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM):
+        hooks.keep_alive = _pipeline.keep_alive_for(server, request_threads)
     hooks.threads_accept = (
-        hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
+        hooks.keep_alive is None and request_threads
+        and hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
         and hooks.service_actions is None and not server.proxy_protocol and not tls
-        and hooks.first_data_timeout is None  # held connections are the loop's to hand out
-        and isinstance(server, ThreadingMixIn)
-        and _is_default(server, "process_request", ThreadingMixIn.process_request)
-        and _is_default(server, "process_request_thread",
-                        ThreadingMixIn.process_request_thread))
+        and hooks.first_data_timeout is None)  # held connections are the loop's to hand out
     if _is_default(server, "shutdown_request", TCPServer.shutdown_request):
         hooks.shutdown_request = _seam.SHUTDOWN_TCP
     else:

@@ -28,6 +28,9 @@ class BaseServer:
     first_data_timeout: float | None
     ssl_context: ssl.SSLContext | None
     tls_handshake_timeout: float
+    keep_alive_parking: bool
+    keep_alive_timeout: float | None
+    keep_alive_linger: float
 
     server_address: _Address
     RequestHandlerClass: _HandlerClass

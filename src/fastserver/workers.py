@@ -462,7 +462,18 @@ def _finish_requests(server):
         server.collect_children(blocking=True)
 
 
-def serve_until_stopped(server, poll_interval=0.5):
+def _stopper(state):
+    """shutdown() without its wait, for a stop signal's handler: the loop of ``state`` (a
+    LoopState) ends, serving the connections it holds as they speak until ``finish_until``."""
+
+    def stop_loop(finish_until):
+        state.finish_until = finish_until
+        state.request_shutdown()
+
+    return stop_loop
+
+
+def serve_until_stopped(server, poll_interval=0.5, ready=None):
     """``server.serve_forever(poll_interval)``, stopped gracefully by SIGTERM as a worker is.
 
     For a single process (``workers`` = 1, in the main thread; anything else is plain
@@ -471,15 +482,20 @@ def serve_until_stopped(server, poll_interval=0.5):
     processes, connections held for ``first_data_timeout`` that speak in time) up to
     ``graceful_timeout``, and returns; past it, what still runs is reset and the process exits 1,
     as a worker does. SIGINT keeps its meaning (KeyboardInterrupt). The caller closes the server.
+    ``ready()``, if given, is called once SIGTERM is handled, just before the loop starts.
     """
     workers = server.workers
     if (server.worker_id is not None or type(workers) is not int or workers != 1
             or threading.current_thread() is not threading.main_thread()):
+        if ready is not None:
+            ready()
         return server.serve_forever(poll_interval)
-    stop = _Stop(server, server._stop_gracefully, "server")
+    stop = _Stop(server, _stopper(server._loop_state()), "server")
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         try:
+            if ready is not None:
+                ready()
             server.serve_forever(poll_interval)
         finally:
             if stop.asked is not None:
@@ -505,7 +521,7 @@ def _run_worker(server, state, supervisor, index, poll_interval, mask, slot=None
         # Every worker wakes for each connection and all but one find none: accept() must not
         # block then. The flag lives in the description the workers share, so it stays set.
         server.socket.setblocking(False)
-        stop = _Stop(server, server._stop_gracefully, f"worker {index}")
+        stop = _Stop(server, _stopper(state), f"worker {index}")
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stop)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
