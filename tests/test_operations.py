@@ -433,7 +433,7 @@ import json, logging, sys
 import fastserver.http as cli
 import fastserver.workers
 
-def report(httpd, poll_interval=0.5):
+def report(httpd, poll_interval=0.5, ready=None):
     handler = getattr(httpd.RequestHandlerClass, "func", httpd.RequestHandlerClass)  # partial
     print(json.dumps({name: getattr(httpd, name) for name in
                       ("graceful_timeout", "max_threads", "first_data_timeout",

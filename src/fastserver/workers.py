@@ -4,9 +4,16 @@ The workers share the listening socket they inherit across fork() (not SO_REUSEP
 shared queue a worker that stops, or is replaced on reload, leaves no connection behind in a
 backlog of its own). The parent only supervises:
 
-- a worker that dies is replaced at once (the parent looks every ``TICK`` seconds at most);
+- a worker that dies is replaced at once (the parent looks every ``TICK`` seconds at most); one
+  that dies within ``BOOT_WINDOW`` of its start failed to boot: it is replaced after a delay
+  that doubles each time (``BOOT_BACKOFF``), and after ``BOOT_ATTEMPTS`` such deaths in a row the
+  parent stops the others and ``serve_forever()`` raises BootError (SystemExit, status 3);
+- every event (a start, an exit with its status or signal and the exception that ended it, a
+  replacement, a reload, a stop) is one line on the ``fastserver`` logger (fastserver._log);
+- ``workers`` is at most ``max_workers()`` (32 per CPU);
 - SIGTERM or SIGINT to the parent (or ``shutdown()`` from another of its threads) stops every
-  worker gracefully, and ``serve_forever()`` returns once they have all exited;
+  worker gracefully, and ``serve_forever()`` returns once they have all exited; one that comes
+  while workers are being started stops that at once;
 - SIGHUP replaces the workers: new ones start first, then the old ones stop gracefully, so no
   connection is refused.
 
@@ -20,12 +27,14 @@ it calls ``server_close()`` and exits 0.
 ``graceful_timeout`` (seconds, from the stop signal; 0 to give up at once) bounds that: a worker
 still finishing then gives up itself. It resets the TCP connections it accepted that are still
 open (SO_LINGER 0: the client's next read fails with ECONNRESET, so a cut-off reply is never
-mistaken for a complete one), kills its request processes, says so on stderr, and exits 1. A
+mistaken for a complete one), kills its request processes, says so in the log, and exits 1. A
 worker that cannot even do that (a handler that holds the GIL) is killed by the parent
 ``KILL_GRACE`` seconds later; the kernel then closes its connections as after any exit (a FIN).
 
 The parent returns from ``serve_forever()`` once every worker has exited: no orphan, no zombie.
 On Linux a worker also stops gracefully when the parent dies without stopping it (SIGKILL).
+
+``serve_until_stopped()`` gives a single process (``workers`` = 1) the same graceful SIGTERM.
 """
 
 import _thread
