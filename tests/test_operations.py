@@ -385,8 +385,15 @@ def pems(tmp_path_factory):
                         "-subj", "/CN=localhost", "-keyout", str(directory / f"{name}.key"),
                         "-out", str(directory / f"{name}.crt")],
                        check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "2", "-subj",
+                    "/CN=localhost", "-passout", "pass:secret", "-keyout",
+                    str(directory / "locked.key"), "-out", str(directory / "locked.crt")],
+                   check=True, capture_output=True, timeout=60)
+    (directory / "wrong.txt").write_text("not the secret\n")
     (directory / "garbage.crt").write_text("not a certificate\n")
     return {"cert": str(directory / "a.crt"), "key": str(directory / "a.key"),
+            "locked_cert": str(directory / "locked.crt"),
+            "locked_key": str(directory / "locked.key"), "wrong": str(directory / "wrong.txt"),
             "other_key": str(directory / "b.key"), "garbage": str(directory / "garbage.crt"),
             "missing": str(directory / "missing.crt")}
 
@@ -399,7 +406,11 @@ def pems(tmp_path_factory):
      "the private key does not match the certificate (--tls-cert {cert} and --tls-key "
      "{other_key})"),
     (["--tls-cert", "{garbage}"], "cannot load the TLS certificate and key (--tls-cert {garbage})"),
-], ids=["missing-cert", "missing-key", "mismatched-key", "not-a-certificate"])
+    (["--tls-cert", "{locked_cert}", "--tls-key", "{locked_key}", "--tls-password-file",
+      "{wrong}"], "cannot load the TLS certificate and key (--tls-cert {locked_cert} and "
+                  "--tls-key {locked_key}) with the password of --tls-password-file: a wrong "
+                  "password"),
+], ids=["missing-cert", "missing-key", "mismatched-key", "not-a-certificate", "wrong-password"])
 def test_tls_file_errors_name_the_file(pems, args, message):
     done = run(["-m", "fastserver.http", *(arg.format(**pems) for arg in args), "0"])
     assert message.format(**pems) in one_error_line(done, 2)

@@ -371,16 +371,25 @@ def _check_tls(parser, cert, key, password):
                 pass
         except OSError as e:
             parser.error(f"cannot read {option} {path}: {e.strerror or e}")
+    class Encrypted(Exception):
+        pass
+
+    def no_prompt():
+        raise Encrypted
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(cert, key, password)
+        context.load_cert_chain(cert, key, no_prompt if password is None else password)
+    except Encrypted:
+        return  # an encrypted key, no --tls-password-file: OpenSSL asks for it, as in http.server
     except ssl.SSLError as e:
         reason = e.reason or str(e)
         files = f"--tls-cert {cert}" + (f" and --tls-key {key}" if key else "")
         if reason == "KEY_VALUES_MISMATCH":
             parser.error(f"the private key does not match the certificate ({files})")
-        if password is not None and reason in ("BAD_DECRYPT", "BAD_PASSWORD_READ"):
-            parser.error(f"wrong password for the TLS key ({files}; --tls-password-file)")
+        if password is not None:
+            parser.error(f"cannot load the TLS certificate and key ({files}) with the password "
+                         f"of --tls-password-file: a wrong password, or no PEM key ({reason})")
         parser.error(f"cannot load the TLS certificate and key ({files}): {reason}")
     except (OSError, ValueError, TypeError) as e:
         parser.error(f"cannot load the TLS certificate and key (--tls-cert {cert}): {e}")
