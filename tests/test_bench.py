@@ -233,6 +233,8 @@ def import_or_fail(module):
 def needs_peer(impl):
     if impl.startswith("uvloop"):
         import_or_fail("uvloop")
+    elif impl == "gevent":
+        import_or_fail("gevent")
 
 
 @pytest.fixture
@@ -326,15 +328,17 @@ def test_peer_script_refuses_unknown_arguments():
 
 
 def test_impls_names_and_groups():
-    assert bench.expand_impls("asyncio,uvloop") == bench.PEERS
+    assert bench.expand_impls("asyncio,uvloop,gevent") == bench.PEERS
+    assert bench.expand_impls("peers") == bench.PEERS
     assert bench.expand_impls("uvloop-protocol, stdlib,uvloop") == (
         "stdlib", "uvloop-streams", "uvloop-protocol")
+    assert bench.expand_impls("gevent,stdlib") == ("stdlib", "gevent")
     assert bench.expand_impls("floor,cython") == ("cython", "c-threads", "c-loop")
-    with pytest.raises(ValueError, match="gevent"):
-        bench.expand_impls("stdlib,gevent")
-    done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--impls", "gevent"],
+    with pytest.raises(ValueError, match="trio"):
+        bench.expand_impls("stdlib,trio")
+    done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--impls", "trio"],
                           capture_output=True, text=True, timeout=30, env=child_env())
-    assert done.returncode == 2 and "--impls: gevent" in done.stderr
+    assert done.returncode == 2 and "--impls: trio" in done.stderr
 
 
 def run_bench(argv, tmp_path, timeout=120):
@@ -375,7 +379,7 @@ def test_bench_runs_the_peers_on_the_socket_loads(saved_run):
             assert (median["requests"], median["errors"]) == (200, 0), (number, impl)
             assert median["rps"] > 0 and median["server_us_per_req"] > 0, (number, impl)
             assert median["p50_us"] is not None, (number, impl)
-            loop = "uvloop" if impl.startswith("uvloop") else "asyncio"
+            loop = impl.partition("-")[0]  # asyncio, uvloop or gevent
             assert result["implementation"].startswith(loop), result["implementation"]
             assert result["gil_enabled"] in (True, False)
 
@@ -523,3 +527,98 @@ def test_baseline_refuses_a_directory_without_fastserver(tmp_path):
         done = subprocess.run([sys.executable, "-m", "fastserver.bench", "--loads", "2", *argv],
                               capture_output=True, text=True, timeout=60, env=child_env())
         assert done.returncode != 0 and message in done.stderr, (argv, done.stderr)
+
+
+# --- the paced loads (10, 11): many mostly idle persistent connections --------------------------
+
+
+@pytest.fixture(scope="module")
+def paced(tmp_path_factory):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the paced client needs epoll (Linux)")
+    return bench.build_paced(str(tmp_path_factory.mktemp("paced")))
+
+
+def test_paced_client_checks_its_arguments(paced):
+    for argv in (["--mode", "echo"], ["--port", "1", "--mode", "ftp"],
+                 ["--port", "1", "--period", "1", "--ramp", "2"]):
+        usage = subprocess.run([paced, *argv], capture_output=True, text=True, timeout=10)
+        assert usage.returncode == 2 and "usage" in usage.stderr, argv
+
+
+def test_paced_client_sends_a_line_per_connection_per_period(fast, paced):
+    # 20 connections, the ramp's period then two measured ones: 40 measured replies, every
+    # connection opened once and held open until the result is read
+    server = make_server(fast, "tcp", echo_handler(fast), base="ThreadingTCPServer",
+                         request_queue_size=64)
+    calls = []
+    with serving(server):
+        result = bench.run_paced(paced, server.server_address[1], "echo", 20, 0.3, 2,
+                                 lambda: calls.append("ramp"), lambda: calls.append("result"))
+    assert calls == ["ramp", "result"]
+    assert result["ramped"] == 20 and result["connects"] == 20 and result["max_open"] == 20
+    assert result["answered"] == 20 and result["ramp_periods"] >= 1
+    assert result["errors"] == 0 and result["ramp_replies"] == 20
+    assert result["sent"] + result["skipped"] == 40  # the schedule, whatever the server's pace
+    assert result["requests"] == result["sent"] - result["unanswered"]
+    assert result["requests"] >= 20
+    assert result["lat_us"]["p99"] >= result["lat_us"]["p50"] > 0
+    assert result["client_cpu_s"] >= 0
+
+
+def test_bench_runs_the_paced_loads(paced, tmp_path):
+    done = run_bench(["--loads", "10,11", "--impls", "stdlib,cython,python,gevent,uvloop-protocol",
+                      "--idle-conns", "40", "--http-clients", "40", "--period", "0.5",
+                      "--periods", "1", "--rounds", "1", "--json"], tmp_path)
+    report = json.loads(done.stdout)
+    by_load = {entry["load"]: entry for entry in report["loads"]}
+    assert set(by_load) == {10, 11}
+    assert "uvloop-protocol" not in by_load[11]["results"]  # asyncio has no HTTP server
+    for number, entry in by_load.items():
+        assert entry["conns"] == 40
+        for impl, result in entry["results"].items():
+            if "unavailable" in result:  # a failure where the test extra installs it
+                module = "gevent" if impl == "gevent" else "uvloop"
+                assert not installed_by_test_extra(module), result["unavailable"]
+                continue
+            median = result["median"]
+            assert median["errors"] == 0, (number, impl)
+            assert median["ramped"] == 40, (number, impl)
+            assert median["sent"] + median["skipped"] == 40, (number, impl)
+            assert median["requests"] >= 20, (number, impl)
+            assert median["server_us_per_req"] >= 0, (number, impl)  # /proc: 10 ms ticks
+            assert median["rss_growth_kib_per_conn"] is not None, (number, impl)
+            assert median["answered"] == 40 and median["ramp_periods"] >= 1, (number, impl)
+            assert result["max_threads"] == (64 if impl in ("cython", "python") else None)
+        # the stdlib holds a thread per connection; gevent, greenlets in one thread
+        assert entry["results"]["stdlib"]["median"]["peak_threads"] > 40
+        if "median" in entry["results"].get("gevent", {}):
+            assert entry["results"]["gevent"]["median"]["peak_threads"] < 20
+    if "implementation" in by_load[11]["results"]["gevent"]:
+        assert by_load[11]["results"]["gevent"]["implementation"].startswith("gevent")
+    text = bench.text(report)
+    assert "| 10 (40) | stdlib |" in text and "| fastserver, max_threads 64 |" in text
+    assert "peak threads" in text or "threads" in text
+
+
+def test_missing_gevent_is_reported_not_an_error(tmp_path, no_module):
+    no_module("gevent")
+    for number in (1, 11):  # its StreamServer, and the stdlib's http.server monkey-patched
+        with pytest.raises(bench.Unavailable, match="gevent"):
+            bench.start_server(bench.LOADS_BY_NUMBER[number], "gevent", str(tmp_path),
+                               str(tmp_path))
+
+
+def test_server_exceptions_are_summed_up_from_its_log(tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                   "    g()\nBrokenPipeError: [Errno 32] Broken pipe\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 2, in g\n"
+                   "ValueError: no\nsome other line\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+                   "BrokenPipeError: [Errno 32] Broken pipe\n")
+    server = object.__new__(bench.ServerProcess)  # the log is all it reads
+    server.log_path = str(log)
+    assert server.exceptions() == [("BrokenPipeError: [Errno 32] Broken pipe", 2),
+                                   ("ValueError: no", 1)]
+    assert server.tracebacks() == (3, 2)

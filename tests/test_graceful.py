@@ -258,7 +258,7 @@ def slow_download(server, at=SIGNAL_AT, signum=None):
                 signum = None
             time.sleep(READ_PAUSE)
     if header:
-        assert header.startswith(b"HTTP/1.0 200"), header
+        assert header.split(b" ", 2)[1] == b"200" and header.startswith(b"HTTP/1."), header
         assert b"Content-Length: %d" % SIZE in header, header
     return received, sha.hexdigest(), error
 
@@ -482,3 +482,64 @@ def test_bad_graceful_timeout_raises_before_any_worker_starts(value, error):
     assert set(children_of(os.getpid())) == before  # no worker left (none was forked)
     assert len(outcome) == 1 and isinstance(outcome[0], error), outcome
     assert "graceful_timeout" in str(outcome[0])
+
+
+# http.server's handler speaking HTTP/1.1 under workers = 2: its idle keep-alive connections park.
+KEEP_ALIVE_SCRIPT = """\
+import functools, sys
+import fastserver, fastserver.http as cli
+
+
+class Handler(cli.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):
+        pass
+
+
+class Server(cli.ThreadingHTTPServer):
+    workers = 2
+    graceful_timeout = 10.0
+    daemon_threads = True
+    keep_alive_linger = 0.0
+
+
+with Server(("127.0.0.1", 0), functools.partial(Handler, directory=sys.argv[1])) as server:
+    print(fastserver.IMPLEMENTATION, server.server_address[1], flush=True)
+    server.serve_forever(0.5)
+"""
+
+
+def test_a_stopping_worker_finishes_its_download_and_closes_its_parked_connections(core,
+                                                                                   tmp_path):
+    with open(tmp_path / "big.bin", "wb") as f:
+        for block in pattern(SIZE):
+            f.write(block)
+    (tmp_path / "small.txt").write_bytes(b"small")
+    server = Server([sys.executable, "-c", KEEP_ALIVE_SCRIPT, str(tmp_path)], core, tmp_path)
+    try:
+        implementation, port = server.line().split()
+        assert implementation.startswith(core), implementation
+        server.port = int(port)
+        server.request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        server.wait_for_workers()
+        idle = []
+        for _ in range(4):  # on either worker: each has its own parked connections
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+            idle.append(client)
+            client.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n\r\nsmall"):
+                reply += client.recv(1000)
+            assert reply.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        received, sha, error = slow_download(server, signum=signal.SIGTERM)
+        assert (received, error) == (SIZE, None), f"cut off; stderr:\n{server.errors()}"
+        assert sha == digest(SIZE)
+        for client in idle:  # closed cleanly (EOF), not left to graceful_timeout's reset
+            assert client.recv(100) == b""
+            client.close()
+        assert server.wait_exit() == 0
+        assert time.monotonic() - started < 10.0  # nobody waited out graceful_timeout
+    finally:
+        server.close()

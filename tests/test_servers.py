@@ -544,6 +544,7 @@ def test_listener_blocking_mode_is_left_as_it_was(ss, nonblocking):
 # (_BaseServer__shutdown_request is the stdlib's instance attribute, kept as a property of the
 # class for code that sets it to stop a loop.)
 _EVERY_SERVER = {"workers", "graceful_timeout", "worker_id", "proxy_protocol", "proxy_timeout",
+                 "proxy_allow_from",
                  "proxied_address", "tcp_nodelay", "from_socket", "first_data_timeout",
                  "_wake_loop", "_BaseServer__shutdown_request", "ssl_context",
                  "tls_handshake_timeout", "_tls_context", "_start_tls", "_process_tls_in_loop",

@@ -99,7 +99,8 @@ cdef class Loop:
             fs_wakeup_drain(self.wake_r)
 
     def watch(self, int fd):
-        """Add ``fd`` to the poller, for readability (a parked connection)."""
+        """Add ``fd`` to the poller, for readability (a parked connection); from any thread
+        with epoll (the kernel's own lock), else from the loop's only."""
         if fs_poller_add(self.poller, fd, FS_READABLE) < 0:
             raise_errno()
 
@@ -125,7 +126,7 @@ cdef class Loop:
         if hooks.first_data_timeout is not None or hooks.keep_alive is not None:
             parking = Parking(self.watch, self.unwatch, self.wake, hooks.first_data_timeout,
                               dispatcher.process_silent, server.handle_error,
-                              dispatcher.close_silent)
+                              dispatcher.close_silent, POLLER == "epoll")
             if hooks.first_data_timeout is not None:
                 dispatcher.silent = parking  # new connections are held until they speak
             state.parking = parking  # as the pure core: process_request() may park again

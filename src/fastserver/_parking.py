@@ -14,11 +14,16 @@ when it becomes readable (the loop calls it while a thread is free: ``accepting(
 when its deadline passes or the loop ends. What they do is the pipeline's business; this module
 only holds, watches and times.
 
-Threads. The loop's thread owns the poller, ``_waiting``, ``_deadlines`` and ``ready``. Any other
-thread (a request thread parking its keep-alive connection) calls :meth:`Parking.park`, which puts
-the connection in ``_inbox`` under ``_lock`` and wakes the loop; the loop takes the inbox in at
-the top of its next turn (:meth:`admit`). Once the loop has ended (:meth:`close_all`), ``park()``
-says no and the caller closes the connection itself: nothing is ever left unowned.
+Threads. The loop's thread owns ``_waiting``, ``_deadlines`` and ``ready``. Any other thread (a
+request thread parking its keep-alive connection) calls :meth:`Parking.park`, which puts the
+connection in ``_inbox`` under ``_lock``; the loop takes the inbox in at the top of its next turn
+(:meth:`admit`). Where the poller may be changed from any thread (epoll), ``park()`` also adds
+the descriptor to it, under the same lock, and wakes the loop only when the new deadline comes
+before the loop's next wakeup: the loop learns of the connection when it becomes readable (the
+poller says so until it is served) or at that wakeup, whichever comes first; a park then costs
+one epoll_ctl() and no thread switch. Elsewhere ``park()`` wakes the loop, which watches the
+descriptor itself. Once the loop has ended (:meth:`close_all`), ``park()`` says no and the
+caller closes the connection itself: nothing is ever left unowned.
 
 When a loop ends, the connections it holds are closed, as the listener's backlog would be; but in
 a worker process that stops gracefully (``fastserver.workers`` sets its LoopState's
@@ -40,7 +45,7 @@ class Parked:
     monotonic() ``deadline``, and what to do with it. ``idle`` marks a keep-alive connection
     between requests (closed at once when a worker stops, where a new one is still served)."""
 
-    __slots__ = ("sock", "client_address", "deadline", "resume", "close", "idle")
+    __slots__ = ("sock", "client_address", "deadline", "resume", "close", "idle", "watched")
 
     def __init__(self, sock, client_address, deadline, resume, close, idle=False):
         self.sock = sock
@@ -49,21 +54,26 @@ class Parked:
         self.resume = resume
         self.close = close
         self.idle = idle
+        self.watched = False  # in the poller already (park() from another thread, epoll)
 
 
 class Parking:
     """The connections one loop holds until they are readable or their deadline passes.
 
     - ``watch(fd)`` / ``unwatch(fd)``: add or remove a descriptor in the loop's poller (the
-      loop's thread only); ``wake()``: end the loop's current wait (any thread);
+      loop's thread only, unless ``watch_anywhere``: then ``watch`` from any thread);
+      ``wake()``: end the loop's current wait (any thread);
     - ``first_data_timeout``, ``process(request, client_address)``, ``fail(request,
       client_address)`` and ``close(request)``: what :meth:`hold` does with a new connection
       (the loop's process_request, handle_error and shutdown_request); ``fail`` also runs,
       before ``close()``, when any ``resume()`` raises an Exception.
     """
 
-    def __init__(self, watch, unwatch, wake, first_data_timeout, process, fail, close):
+    def __init__(self, watch, unwatch, wake, first_data_timeout, process, fail, close,
+                 watch_anywhere=False):
         self._watch = watch
+        self._watch_anywhere = watch_anywhere
+        self._wakes_by = float("inf")  # the loop wakes by then (monotonic()): next_timeout()
         self._unwatch = unwatch
         self._wake = wake
         self.first_data_timeout = first_data_timeout
@@ -93,8 +103,12 @@ class Parking:
         with self._lock:
             if self._closed:
                 return False
+            if self._watch_anywhere:
+                self._watch(parked.sock.fileno())  # under the lock: never after close_all()
+                parked.watched = True
             self._inbox.append(parked)
-        self._wake()
+        if not self._watch_anywhere or parked.deadline < self._wakes_by:
+            self._wake()
         return True
 
     def hold(self, request, client_address, timeout=None):
@@ -108,7 +122,8 @@ class Parking:
 
     def _hold(self, parked):
         fd = parked.sock.fileno()
-        self._watch(fd)
+        if not parked.watched:
+            self._watch(fd)
         self._waiting[fd] = parked
         heapq.heappush(self._deadlines, (parked.deadline, next(self._order), parked))
 
@@ -122,7 +137,16 @@ class Parking:
             try:
                 self._hold(parked)
             except OSError:  # closed meanwhile: nothing to watch
-                parked.close()
+                self._forget(parked)
+
+    def _forget(self, parked):
+        """Close a parked connection that is not in ``_waiting`` (the inbox's)."""
+        if parked.watched:
+            try:
+                self._unwatch(parked.sock.fileno())
+            except OSError:
+                pass
+        parked.close()
 
     def readable(self, fd):
         """The poller says ``fd`` is readable: queue its connection for a thread. False when
@@ -145,7 +169,11 @@ class Parking:
         deadlines = self._deadlines
         while deadlines and not self._live(deadlines[0][2]):
             heapq.heappop(deadlines)  # became readable (its fd may since belong to another)
-        return max(deadlines[0][0] - monotonic(), 0.0) if deadlines else None
+        if not deadlines:
+            self._wakes_by = float("inf")
+            return None
+        self._wakes_by = deadlines[0][0]
+        return max(deadlines[0][0] - monotonic(), 0.0)
 
     def expire(self):
         """Close the connections whose deadline has passed."""
@@ -182,7 +210,7 @@ class Parking:
             inbox, self._inbox = self._inbox, []
         try:
             for parked in inbox:
-                parked.close()
+                self._forget(parked)
             if finish_until is not None:
                 self._serve_until(finish_until)
             self.dispatch(accepting)

@@ -20,8 +20,8 @@ in the same order with the same arguments:
 Errors are the stdlib's: an Exception from process_request() (or from a request run in its own
 thread or child) goes to handle_error() and the request is shut down; any other BaseException
 shuts it down and propagates. The compiled core's Dispatcher (``_dispatch.pyx``) is the twin of
-:func:`dispatch` and :func:`process` for the hooks a subclass leaves alone; tests/test_pipeline.py
-holds both to the same behaviour.
+:func:`dispatch` and :func:`process` for the hooks a subclass leaves alone; tests/test_dispatch.py
+holds both, and the stdlib, to the same calls in the same order.
 
 Keep-alive parking (:class:`KeepAlive`): for handlers whose request loop is
 ``http.server.BaseHTTPRequestHandler.handle()`` (http.server, xmlrpc.server and their users'
@@ -35,8 +35,12 @@ between two requests (a ``threading.local`` set by one request is not seen by th
 """
 
 import functools
+import ipaddress
+import logging
 import sys
 from time import monotonic
+
+logger = logging.getLogger("fastserver")
 
 
 def dispatch(server, request, client_address, parking=None):
@@ -66,25 +70,49 @@ def process(server, request, client_address):
         server._process_tls_in_loop(request, client_address, context)
         return
     if server.proxy_protocol:
-        client_address = server.proxied_address(request, client_address)
+        client_address = proxied(server, request, client_address)
+        if client_address is None:
+            server.shutdown_request(request)
+            return
     server.finish_request(request, client_address)
     server.shutdown_request(request)
 
 
 def serve(server, request, client_address):
     """A connection's whole life in a thread or a child process of its own (ThreadingMixIn's
-    process_request_thread, ForkingMixIn's child): PROXY header, TLS handshake, the handler;
-    an Exception goes to handle_error(); then shutdown_request(), unless the connection was
-    parked between two keep-alive requests (it is then closed where it ends). True when the
-    handler ran to its end without an error."""
-    parked = False
+    process_request_thread, ForkingMixIn's child): its PROXY header, its TLS handshake, then
+    :func:`handle`. A refused header or a failed handshake closes it without a handler and
+    without handle_error(). True when the handler ran to its end without an error."""
     try:
         if server.proxy_protocol:
-            client_address = server.proxied_address(request, client_address)
+            proxied_address = proxied(server, request, client_address)
+            if proxied_address is None:
+                server.shutdown_request(request)
+                return False
+            client_address = proxied_address
         if server._tls_context() is not None:
             request, secured = server._start_tls(request)
             if not secured:
-                return False  # closed below, without a handler or handle_error()
+                server.shutdown_request(request)
+                return False
+    except Exception:
+        server.handle_error(request, client_address)
+        server.shutdown_request(request)
+        return False
+    except:  # noqa: E722 - a BaseException still releases the request
+        server.shutdown_request(request)
+        raise
+    return handle(server, request, client_address)
+
+
+def handle(server, request, client_address):
+    """The handler on a connection that is ready for it (its PROXY header read, its TLS
+    handshake done), in the calling thread: finish_request(), or a keep-alive connection's
+    first requests; an Exception goes to handle_error(); then shutdown_request(), unless the
+    connection was parked between two requests (it is closed where it ends). True when the
+    handler ran to its end without an error."""
+    parked = False
+    try:
         keep_alive = server._keep_alive()
         if keep_alive is None:
             server.finish_request(request, client_address)
@@ -97,6 +125,95 @@ def serve(server, request, client_address):
     finally:
         if not parked:
             server.shutdown_request(request)
+
+
+# --- the PROXY header -------------------------------------------------------------------------
+
+def proxied(server, request, client_address):
+    """The client's address from the connection's PROXY header (``server.proxied_address()``),
+    or None when the connection must be closed unserved: it comes from an address that
+    ``proxy_allow_from`` does not trust, or its header is missing, malformed or late. Either
+    is an expected operational event (a health check that connects and closes, a client that
+    reached the port directly), said in one log line with the peer and the reason, never a
+    traceback, and never handle_error()."""
+    if not allowed(server.proxy_allow_from, client_address):
+        logger.warning("%s - PROXY header refused: the peer is not in proxy_allow_from",
+                       _peer(client_address))
+        return None
+    from .proxy import ProxyError
+
+    try:
+        return server.proxied_address(request, client_address)
+    except (ProxyError, OSError) as exc:  # TimeoutError is an OSError
+        logger.warning("%s - PROXY header refused: %s", _peer(client_address),
+                       _reason(exc))
+        return None
+
+
+def _peer(client_address):
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return repr(client_address) if client_address else "a local socket"
+
+
+def _reason(exc):
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+ANY = "*"
+
+
+@functools.lru_cache(maxsize=64)
+def trusted_networks(allow_from):
+    """``proxy_allow_from`` as ip_network objects (None for ``"*"``: any address). It is ``"*"``,
+    a string of comma-separated addresses or networks, or an iterable of them (hashable here:
+    a tuple or frozenset; :func:`allowed` converts). ValueError for an entry that is neither,
+    TypeError for anything else."""
+    if isinstance(allow_from, str):
+        allow_from = tuple(part.strip() for part in allow_from.split(",") if part.strip())
+    networks = []
+    for entry in allow_from:
+        if not isinstance(entry, str):
+            raise TypeError(f"proxy_allow_from entries must be strings, "
+                            f"not {type(entry).__name__}")
+        if entry == ANY:
+            return None
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"proxy_allow_from: {entry!r} is not an IP address or network, "
+                             f"nor '*'") from None
+    return tuple(networks)
+
+
+def check_allow_from(allow_from):
+    """Raise TypeError or ValueError for a ``proxy_allow_from`` that cannot be used."""
+    if isinstance(allow_from, (str, bytes)) or not hasattr(allow_from, "__iter__"):
+        if not isinstance(allow_from, str):
+            raise TypeError(f"proxy_allow_from must be a string or an iterable of strings, "
+                            f"not {type(allow_from).__name__}")
+        return trusted_networks(allow_from)
+    return trusted_networks(tuple(allow_from))
+
+
+def allowed(allow_from, client_address):
+    """Whether a connection from ``client_address`` may send a PROXY header: its IP address
+    is in ``allow_from`` (an IPv4 client of a dual-stack socket counts as IPv4); a Unix
+    socket's peer always may (its file's permissions say who can connect)."""
+    if not isinstance(client_address, tuple):
+        return True
+    networks = check_allow_from(allow_from)
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(client_address[0].split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return any(address in network for network in networks)
 
 
 # --- keep-alive parking -------------------------------------------------------------------------
@@ -179,7 +296,12 @@ class KeepAlive:
 def _has_bytes(sock, rfile):
     """Whether the next request has begun: bytes in ``rfile``'s buffer (a client that
     pipelines), in TLS's or in the kernel's. Never waits. (An EOF reads as nothing here: the
-    poller reports it at once once the connection is parked.)"""
+    poller reports it at once once the connection is parked.) The compiled core's reader only
+    looks at its buffer, and frees it when it is empty (a parked connection keeps none): what
+    the kernel holds, the poller reports as soon as the connection is parked."""
+    release_buffer = getattr(rfile, "release_buffer", None)
+    if release_buffer is not None:
+        return not release_buffer()
     pending = getattr(sock, "pending", None)  # ssl.SSLSocket: decrypted bytes not yet read
     if pending is not None and pending():
         return True
@@ -201,7 +323,8 @@ def _has_bytes(sock, rfile):
 class Connection:
     """A keep-alive connection and its handler instance, from its first request to its close."""
 
-    __slots__ = ("keep_alive", "request", "client_address", "handler", "idle")
+    __slots__ = ("keep_alive", "request", "client_address", "handler", "idle", "prompt",
+                 "parked_at")
 
     def __init__(self, keep_alive, request, client_address):
         self.keep_alive = keep_alive
@@ -209,6 +332,11 @@ class Connection:
         self.client_address = client_address
         self.handler = None
         self.idle = False  # parked (or to be) after its last request
+        # The client sent its last request within keep_alive_linger of the one before: a thread
+        # lingers for its next one. A client that does not is parked at once from then on, until
+        # it comes back within the linger time of being parked.
+        self.prompt = True
+        self.parked_at = 0.0
 
     def start(self):
         keep_alive = self.keep_alive
@@ -245,10 +373,11 @@ class Connection:
         keep_alive = self.keep_alive
         while not handler.close_connection:
             ready = False
-            if keep_alive.linger > 0 and not keep_alive.busy():
+            if self.prompt and keep_alive.linger > 0 and not keep_alive.busy():
                 # A client that sends its next request at once is served by this thread,
                 # without the hand-off through the loop that parking costs.
-                ready = keep_alive.wait_readable(handler.connection.fileno(), keep_alive.linger)
+                ready = self.prompt = keep_alive.wait_readable(handler.connection.fileno(),
+                                                               keep_alive.linger)
             if not ready and not _has_bytes(handler.connection, handler.rfile):
                 return True
             handler.handle_one_request()
@@ -265,8 +394,9 @@ class Connection:
         handler_timeout = self.handler.connection.gettimeout()
         if handler_timeout is not None and (timeout is None or handler_timeout < timeout):
             timeout = handler_timeout  # the handler's own timeout ends an idle connection too
+        self.parked_at = now = monotonic()
         parked = Parked(self.request, self.client_address,
-                        float("inf") if timeout is None else monotonic() + timeout,
+                        float("inf") if timeout is None else now + timeout,
                         self._resume, self._close, idle=True)
         if parking is not None and parking.park(parked):
             return True
@@ -278,6 +408,8 @@ class Connection:
         """The parked connection is readable (the loop's thread): serve it on a request
         thread."""
         keep_alive = self.keep_alive
+        if not self.prompt and monotonic() - self.parked_at < keep_alive.linger:
+            self.prompt = True  # it came back within the linger time: linger for it again
         keep_alive.pool.submit(self._serve_next, (), keep_alive.daemon)
 
     def _serve_next(self):

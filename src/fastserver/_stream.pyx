@@ -403,10 +403,15 @@ cdef class SocketReader:
         return got
 
     cdef Py_ssize_t fill(self) except -1:
-        """Read into the buffer after what it holds (from the start once it was reset)."""
+        """Read into the buffer after what it holds (from the start once it was reset); the
+        buffer is made again first if release_buffer() freed it."""
         cdef Py_ssize_t got
         if self.end >= self.size:  # never happens: every caller has consumed the buffer
             self.pos = self.end = 0
+        if self.buf == NULL:
+            self.buf = <char *>PyMem_Malloc(self.size)
+            if self.buf == NULL:
+                raise MemoryError()
         got = self.raw_read(self.buf + self.end, self.size - self.end)
         if got > 0:
             self.end += got
@@ -490,7 +495,8 @@ cdef class SocketReader:
                 return PyBytes_FromStringAndSize(self.buf + self.pos - n, n)
             result = new_bytes(NULL, n)
             out = bytes_data(result)
-            memcpy(out, self.buf + self.pos, have)
+            if have > 0:
+                memcpy(out, self.buf + self.pos, have)
             written = have
             remaining = n - have
             self.pos = self.end = 0
@@ -756,6 +762,22 @@ cdef class SocketReader:
         if not line:
             raise StopIteration
         return line
+
+    def release_buffer(self):
+        """Free the read buffer if it holds nothing, until the next read makes it again: a
+        keep-alive connection parked between requests keeps no buffer it is not using
+        (fastserver._pipeline). True if it was freed (or was already)."""
+        self.check_open("release_buffer of closed file")
+        self.enter()
+        try:
+            if self.current_state() != OPEN or self.end > self.pos:
+                return False
+            self.pos = self.end = 0
+            PyMem_Free(self.buf)
+            self.buf = NULL
+            return True
+        finally:
+            self.leave()
 
     # --- the rest of BufferedReader's interface
 

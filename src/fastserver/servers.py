@@ -85,6 +85,8 @@ def _check_settings(server):
                              "TLS over datagrams (DTLS) is not supported")
     if server._tls_context() is not None:
         _positive_seconds("tls_handshake_timeout", server.tls_handshake_timeout)
+    if server.proxy_protocol:
+        _pipeline.check_allow_from(server.proxy_allow_from)
     if server.keep_alive_timeout is not None:
         _positive_seconds("keep_alive_timeout", server.keep_alive_timeout)
     _seconds_or_zero("keep_alive_linger", server.keep_alive_linger)
@@ -148,6 +150,9 @@ class BaseServer:
     # before its handler runs, and give the handler the client's address that it names.
     proxy_protocol = False
     proxy_timeout = 5.0  # seconds the header may take to arrive
+    # the peers trusted to send it: addresses or networks (a list, or one comma-separated
+    # string), or "*" for any; a connection from elsewhere is closed unserved (one log line)
+    proxy_allow_from = ("127.0.0.1", "::1")
     # fastserver: hold each accepted stream connection in the loop, without a thread, until its
     # first bytes arrive; close it if none come within this many seconds (see fastserver._parking).
     # None (the default) processes connections at once, as the stdlib does.
@@ -322,7 +327,10 @@ class BaseServer:
         pending = self.__handshakes.pop(request, None)
         if pending is None:  # a new connection: its PROXY header first, then the handshake
             if self.proxy_protocol:
-                client_address = self.proxied_address(request, client_address)
+                client_address = _pipeline.proxied(self, request, client_address)
+                if client_address is None:
+                    self.shutdown_request(request)
+                    return
             tls = _tls.wrap(context, request, self.socket)
             if tls is None:
                 self.shutdown_request(request)
@@ -348,22 +356,17 @@ class BaseServer:
             self.__handshakes.pop(request, None)
             self.shutdown_request(request)
             return
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        except BaseException:
-            self.shutdown_request(request)
-            raise
-        self.shutdown_request(request)
+        _pipeline.handle(self, request, client_address)
 
     def proxied_address(self, request, client_address):
         """The client's address from the connection's PROXY header (fastserver, proxy_protocol).
 
         Called where the request is processed (its thread or child process) before
-        finish_request(). A missing, malformed or late header raises (ProxyError, TimeoutError,
-        OSError): the request then goes to handle_error() and is closed, never served. A LOCAL or
-        UNKNOWN header (a health check) keeps the connection's own peer address.
+        finish_request(), for a peer that ``proxy_allow_from`` trusts. A missing, malformed or
+        late header raises (ProxyError, TimeoutError, OSError): the connection is then closed,
+        never served, and one line says why on the ``fastserver`` logger (not handle_error(): a
+        health check that connects and closes is no error of the server's). A LOCAL or UNKNOWN
+        header (a health check) keeps the connection's own peer address.
         """
         from .proxy import read_header
 

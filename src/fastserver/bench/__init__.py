@@ -10,8 +10,13 @@ Asked for by name (``--impls ...,c-threads,c-loop``), the socket loads also run 
 same servers written in C (``_floor.c``: a thread per connection, and one epoll thread), which say
 what any server of that design costs on the machine, with no interpreter. And on the peers
 (``--impls ...,asyncio,uvloop``): the same work as asyncio's users write it, streams or a
-``Protocol``, on asyncio's default loop and on uvloop (``peer_script.py``); a missing uvloop is
-reported in its columns.
+``Protocol``, on asyncio's default loop and on uvloop, and as gevent's users write it (a
+``StreamServer``) (``peer_script.py``); a missing uvloop or gevent is reported in its columns.
+
+Loads 10 and 11, asked for by number, hold thousands of mostly idle persistent connections (echo
+lines; keep-alive HTTP/1.1 clients), each sending a request per period, from a paced C client
+(``_paced.c``); they report each server's peak threads, RSS growth per connection, CPU per reply,
+replies and p99 latency.
 
 Two figures per measurement:
 
@@ -31,8 +36,9 @@ to stderr.
 The package, a module a job (each imports only those before it):
 
 - ``loads``: the loads, the implementations, a run's settings, ``BenchError``;
-- ``tools``: the C tools (``_loadgen.c``, ``_floor.c``, shipped here), compiled and cached;
-- ``clients``: one run of the load generator or of wrk, with the CPU it used;
+- ``tools``: the C tools (``_loadgen.c``, ``_paced.c``, ``_floor.c``, shipped here), compiled and
+  cached;
+- ``clients``: one run of the load generator, the paced client or wrk, with the CPU it used;
 - ``server_script``: the Python servers' script, run as ``python -c``; ``peer_script``: the
   peers' (asyncio, uvloop); ``servers``: the server subprocesses and their protocol;
 - ``report``: the markdown tables, the header, the notes, the printed text;
@@ -43,7 +49,7 @@ The package, a module a job (each imports only those before it):
 The names below are those that bench/scaling.py, bench/profile_load.py and the tests use.
 """
 
-from .clients import parse_wrk, run_loadgen, run_wrk
+from .clients import parse_wrk, run_loadgen, run_paced, run_wrk
 from .loads import (
     ALL_IMPLS,
     FLOORS,
@@ -63,6 +69,8 @@ from .loads import (
     Settings,
     Unavailable,
     expand_impls,
+    is_paced,
+    serves,
     settings_from,
 )
 from .plot import draw
@@ -72,20 +80,22 @@ from .rounds import (
     loadavg,
     machine,
     measure,
+    measure_paced,
     measure_rounds,
     median,
     medians,
     run_load,
 )
 from .servers import ServerProcess, make_docroot, python_argv, start_server
-from .tools import build_floor, build_loadgen, cache_dir, compiler
+from .tools import build_floor, build_loadgen, build_paced, cache_dir, compiler
 
 __all__ = [
     "ALL_IMPLS", "BenchError", "FLOORS", "FULL", "HOST", "HTTP_FILE", "HTTP_FILE_SIZE", "IMPLS",
     "IMPL_LABELS", "LINE_SIZE", "LOADS", "LOADS_BY_NUMBER", "Load", "PEERS", "QUICK",
-    "ServerProcess", "Settings", "Unavailable", "build_floor", "build_loadgen", "cache_dir",
-    "compiler", "detail", "draw", "expand_impls", "fmt", "gil_enabled", "loadavg", "machine",
-    "make_docroot", "markdown", "measure", "measure_rounds", "median", "medians", "parse_wrk",
-    "python_argv", "run_load", "run_loadgen", "run_wrk", "settings_from", "start_server",
-    "summary", "table", "text", "warnings_for", "with_notes",
+    "ServerProcess", "Settings", "Unavailable", "build_floor", "build_loadgen", "build_paced",
+    "cache_dir", "compiler", "detail", "draw", "expand_impls", "fmt", "gil_enabled", "is_paced",
+    "loadavg", "machine", "make_docroot", "markdown", "measure", "measure_paced",
+    "measure_rounds", "median", "medians", "parse_wrk", "python_argv", "run_load", "run_loadgen",
+    "run_paced", "run_wrk", "serves", "settings_from", "start_server", "summary", "table", "text",
+    "warnings_for", "with_notes",
 ]

@@ -8,6 +8,7 @@ import sys
 from .loads import (
     ALL_IMPLS,
     BASELINE,
+    DEFAULT_LOADS,
     FULL,
     IMPL_GROUPS,
     IMPLS,
@@ -16,6 +17,7 @@ from .loads import (
     QUICK,
     BenchError,
     expand_impls,
+    is_paced,
     settings_from,
 )
 from .plot import check_plot_path, draw
@@ -39,7 +41,8 @@ def parse_args(argv):
     size.add_argument("--full", action="store_true",
                       help=f"{FULL.rounds} rounds of {FULL.duration} s (~5 min)")
     parser.add_argument("--loads",
-                        help="the loads to run, by number (default: all): "
+                        help="the loads to run, by number (default: 1-9; 10 and 11, minutes "
+                             "each, only when named): "
                              + "; ".join(f"{load.number}: {load.title}" for load in LOADS))
     parser.add_argument("--impls",
                         help="the implementations (default: stdlib,cython,python), among "
@@ -57,6 +60,22 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=float, help="seconds of the warm-up before each run")
     parser.add_argument("--requests", type=int,
                         help="at most this many requests in a run (the C load generator)")
+    paced = parser.add_argument_group(
+        "the paced loads (10, 11)", "many persistent connections, each sending a request per "
+        "period: a ramp period (the connections open), then the measured periods; each round "
+        "starts fresh servers")
+    paced.add_argument("--idle-conns", type=int,
+                       help=f"load 10's connections (default {FULL.idle_conns:,})")
+    paced.add_argument("--http-clients", type=int,
+                       help=f"load 11's clients (default {FULL.http_clients:,})")
+    paced.add_argument("--period", type=float,
+                       help=f"seconds between two requests of a connection (default "
+                            f"{FULL.period:g})")
+    paced.add_argument("--periods", type=int,
+                       help=f"measured periods after the ramp (default {FULL.periods})")
+    paced.add_argument("--max-threads", type=int,
+                       help=f"fastserver's max_threads there (default {FULL.max_threads}; 0: "
+                            "none)")
     parser.add_argument("--json", action="store_true",
                         help="print the whole report as JSON (every round; --from reads it)")
     parser.add_argument("--detail", action="store_true",
@@ -75,14 +94,15 @@ def parse_args(argv):
         except BenchError as exc:
             parser.error(str(exc))
     if args.from_file:
-        given = [f"--{name}" for name in ("quick", "full", "loads", "impls", "baseline",
-                                          "rounds", "duration", "warmup", "requests")
-                 if getattr(args, name) not in (None, False)]
+        given = [f"--{name.replace('_', '-')}" for name in (
+            "quick", "full", "loads", "impls", "baseline", "rounds", "duration", "warmup",
+            "requests", "idle_conns", "http_clients", "period", "periods", "max_threads")
+            if getattr(args, name) not in (None, False)]
         if given:
             parser.error(f"--from prints a saved run: {', '.join(given)} chooses what to run")
         return args, None, None, None
     settings = settings_from(args, FULL if args.full else QUICK, parser)
-    numbers = args.loads or ",".join(str(load.number) for load in LOADS)
+    numbers = args.loads or ",".join(str(load.number) for load in DEFAULT_LOADS)
     try:
         loads = [LOADS_BY_NUMBER[int(n)] for n in numbers.split(",") if n.strip()]
     except (KeyError, ValueError):
@@ -125,6 +145,12 @@ def runnable(loads, impls, log):
         log("the C event loop needs epoll (Linux): the c-loop column is left out")
         impls = tuple(impl for impl in impls if impl != "c-loop")
     skipped = []
+    if not sys.platform.startswith("linux"):
+        for load in loads:
+            if is_paced(load):
+                skipped.append(f"load {load.number} ({load.title}) skipped: the paced client "
+                               f"needs epoll and /proc (Linux)")
+        loads = [load for load in loads if not is_paced(load)]
     if any(load.client == "wrk" for load in loads) and shutil.which("wrk") is None:
         for load in loads:
             if load.client == "wrk":
@@ -150,7 +176,7 @@ def main(argv=None):
             log(line)
         baseline = check_baseline(args.baseline) if args.baseline else None
         loadgen = None
-        if any(load.client != "wrk" for load in loads):
+        if any(load.client in ("connect", "echo") for load in loads):
             loadgen = build_loadgen()
         report = run_bench(" ".join(["python -m fastserver.bench", *argv]), settings, loads,
                            impls, skipped, loadgen, log, baseline)

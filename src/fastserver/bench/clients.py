@@ -15,6 +15,9 @@ import time
 
 from .loads import HOST, HTTP_FILE, LINE_SIZE, BenchError
 
+PACED_GRACE = 2.0  # seconds the paced client waits for the replies still due at its end
+PACED_RAMP_MAX = 3  # periods the paced client's ramp lasts at most (every connection answered)
+
 
 def run_measured(argv, timeout):
     """Run argv; return (its stdout and stderr, CPU seconds it used, wall seconds)."""
@@ -115,3 +118,56 @@ def warm_http(port, requests=20, tls=False):
             conn.getresponse().read()
     finally:
         conn.close()
+
+
+def run_paced(exe, port, mode, conns, period, periods, at_ramp=None, at_result=None):
+    """One run of the paced client (``mode`` "echo" or "http", ``conns`` connections, a request
+    each per ``period`` seconds: the ramp's periods, until every connection has had a reply or
+    PACED_RAMP_MAX, then ``periods`` measured ones); its JSON result, with ``ramped`` (connections
+    open once the ramp was over), ``answered`` (those of them that had had a reply),
+    ``ramp_periods`` and the CPU it used as client_cpu_s. ``at_ramp()`` is called when the ramp
+    is over, ``at_result()`` once the result is in while the client still holds its connections
+    open (each may take the server's figures)."""
+    argv = [exe, "--host", HOST, "--port", str(port), "--mode", mode, "--conns", str(conns),
+            "--period", str(period), "--periods", str(periods), "--grace", str(PACED_GRACE),
+            "--ramp-max", str(PACED_RAMP_MAX),
+            "--linger", "60", "--size", str(LINE_SIZE), "--path", f"/{HTTP_FILE}"]
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, close_fds=True, text=True)
+    killer = threading.Timer(period * (periods + PACED_RAMP_MAX) + PACED_GRACE + 60, proc.kill)
+    killer.start()
+    output = []
+    ramped = result = None
+    ramp = {}
+    try:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                output.append(line)
+                continue
+            data = json.loads(line)
+            if "ramped" in data:
+                ramped = data["ramped"]
+                ramp = data
+                if at_ramp:
+                    at_ramp()
+            else:
+                result = data
+                if at_result:
+                    at_result()
+                break
+        proc.stdin.close()  # the client closes its connections now
+        output.append(proc.stdout.read())
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+        proc.stdout.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or result is None:
+        raise BenchError(f"the paced client exited with {code}:\n{''.join(output)}")
+    result["ramped"] = ramped
+    result["answered"] = ramp.get("answered")
+    result["ramp_periods"] = ramp.get("ramp_periods")
+    result["client_cpu_s"] = usage.ru_utime + usage.ru_stime
+    result["client_wall_s"] = time.monotonic() - started
+    return result

@@ -11,19 +11,21 @@ BASELINE = "baseline"
 #: The floor (_floor.c): the socket loads' servers written in C, for reference; asked for by name.
 FLOORS = ("c-threads", "c-loop")
 #: The peers (peer_script.py): the socket loads' work on an event loop, as asyncio's users write
-#: it (streams, or a Protocol for speed), on asyncio's default loop and on uvloop's; by name.
-PEERS = ("asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol")
+#: it (streams, or a Protocol for speed), on asyncio's default loop and on uvloop's, and as
+#: gevent's users write it (a StreamServer, a greenlet per connection); by name.
+PEERS = ("asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol", "gevent")
 #: Every implementation, in the order of the table.
 ALL_IMPLS = IMPLS + (BASELINE,) + PEERS + FLOORS
 #: Names that stand for several implementations in ``--impls``.
-IMPL_GROUPS = {"asyncio": PEERS[:2], "uvloop": PEERS[2:], "peers": PEERS, "floor": FLOORS}
-#: Only the socket loads (the load generator's) run these: they have no HTTP server.
+IMPL_GROUPS = {"asyncio": PEERS[:2], "uvloop": PEERS[2:4], "peers": PEERS, "floor": FLOORS}
+#: Only the socket loads (the load generator's) run these: they have no HTTP server (gevent runs
+#: the keep-alive load's, see ``serves``).
 SOCKET_ONLY = PEERS + FLOORS
 IMPL_LABELS = {"stdlib": "stdlib", "cython": "fastserver", "python": "fastserver pure",
                BASELINE: "fastserver baseline",
                "asyncio-streams": "asyncio streams", "asyncio-protocol": "asyncio Protocol",
                "uvloop-streams": "uvloop streams", "uvloop-protocol": "uvloop Protocol",
-               "c-threads": "C threads", "c-loop": "C epoll"}
+               "gevent": "gevent", "c-threads": "C threads", "c-loop": "C epoll"}
 HOST = "127.0.0.1"
 HTTP_FILE = "small.txt"
 HTTP_FILE_SIZE = 1024
@@ -63,8 +65,10 @@ class Load:
     number: int
     title: str
     server: str  # the server script's kind
-    client: str  # "connect" or "echo" (the C load generator), or "wrk"
-    conns: int = 8
+    client: str  # "connect" or "echo" (the C load generator), "wrk", or "paced-echo" or
+    # "paced-http" (the paced client, _paced.c: many persistent connections, a request each per
+    # period)
+    conns: int = 8  # the paced loads: the default of --idle-conns or --http-clients
     close: bool = False  # wrk: "Connection: close" on every request
     tls: bool = False  # wrk: HTTPS (a certificate made for the run by openssl)
 
@@ -81,8 +85,32 @@ LOADS = (
          tls=True),
     Load(9, "ThreadingHTTPServer over TLS, small file, Connection: close: a handshake per "
          "request (wrk)", "https", "wrk", close=True, tls=True),
+    Load(10, "ThreadingTCPServer, echo, many mostly idle persistent connections: a line each per "
+         "period (paced client)", "idle-echo", "paced-echo", 5000),
+    Load(11, "ThreadingHTTPServer, many keep-alive HTTP/1.1 clients: a GET each per period on its "
+         "own connection (paced client)", "http-keepalive", "paced-http", 10000),
 )
 LOADS_BY_NUMBER = {load.number: load for load in LOADS}
+#: The loads run when ``--loads`` is not given: the paced ones (minutes each) only by number.
+DEFAULT_LOADS = tuple(load for load in LOADS if not load.client.startswith("paced"))
+
+
+def is_paced(load):
+    """Whether ``load`` is one of the paced client's: many connections, mostly idle."""
+    return load.client.startswith("paced")
+
+
+def serves(load, impl):
+    """Whether ``impl`` has a server for ``load``: the peers and the floor serve the socket loads
+    only, but gevent also serves the keep-alive HTTP load (http.server's ThreadingHTTPServer, its
+    threads made greenlets by gevent's monkey-patching: how gevent's users run it), and the floor
+    has no paced loads' servers."""
+    if impl in FLOORS:
+        return load.client in ("connect", "echo")
+    if impl in PEERS:
+        return load.client in ("connect", "echo", "paced-echo") or (
+            impl == "gevent" and load.server == "http-keepalive")
+    return True
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,12 @@ class Settings:
     duration: float  # seconds of each measured run
     warmup: float  # seconds of the unmeasured run before each measured one (load generator)
     requests: int  # at most this many requests in a run (the C load generator)
+    # the paced loads (10 and 11)
+    period: float = 5.0  # seconds between two requests of a connection
+    periods: int = 2  # measured periods, after the ramp's one
+    idle_conns: int = LOADS[9].conns  # load 10's connections
+    http_clients: int = LOADS[10].conns  # load 11's clients
+    max_threads: int = 64  # fastserver's max_threads there (0: none)
 
 
 QUICK = Settings(rounds=3, duration=0.7, warmup=0.1, requests=10_000_000)
@@ -103,8 +137,17 @@ def settings_from(args, base, parser):
     """``base`` with the figures given on the command line (``args.rounds``, ``.duration``,
     ``.warmup``, ``.requests``; None: not given) in place of its own; ``parser.error()`` if one
     is not positive."""
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    given = {field.name: getattr(args, field.name, None) for field in dataclasses.fields(Settings)}
     settings = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if settings.rounds < 1 or settings.duration <= 0 or settings.requests < 1:
         parser.error("--rounds, --duration and --requests must be positive")
+    if settings.period <= 0 or settings.periods < 1 or settings.idle_conns < 1 or \
+            settings.http_clients < 1 or settings.max_threads < 0:
+        parser.error("--period, --periods, --idle-conns and --http-clients must be positive, "
+                     "--max-threads at least 0")
     return settings
+
+
+def paced_conns(load, settings):
+    """How many connections a paced load opens with these settings."""
+    return settings.idle_conns if load.server == "idle-echo" else settings.http_clients

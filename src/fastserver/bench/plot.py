@@ -36,9 +36,11 @@ def title(report):
         cpus += f" ({report['cpu_model']})"
     settings = report["settings"]
     rounds = settings["rounds"]
+    paced = any(entry["client"].startswith("paced") for entry in report["loads"])
     return (f"fastserver load benchmark: {report.get('python_implementation', 'Python')} "
             f"{report['python']} ({build}{state}), {cpus}\n"
-            f"server CPU per request (left, lower is better) and requests per second (right)\n"
+            f"server CPU per request (left, lower is better) and requests per second (right)"
+            f"{'' if not paced else '; paced loads: peak threads (left) and replies (right)'}\n"
             f"medians of {rounds} interleaved round{'s' if rounds != 1 else ''} of "
             f"{settings['duration']} s; load average {report['loadavg_before']} before, "
             f"{report['loadavg_after']} after")
@@ -64,8 +66,10 @@ def draw(report, path):
     figure, axes = pyplot.subplots(len(loads), 2, squeeze=False,
                                    figsize=(11, 1.6 + 2.2 * len(loads)))
     metrics = (("server_us_per_req", "server CPU µs/request", 1), ("rps", "requests/s", 0))
+    paced = (("peak_threads", "server threads (peak)", 0), ("requests", "replies", 0))
     for row, entry in enumerate(loads):
-        for column, (key, label, digits) in enumerate(metrics):
+        chosen = paced if entry["client"].startswith("paced") else metrics
+        for column, (key, label, digits) in enumerate(chosen):
             ax = axes[row][column]
             _panel(ax, entry, key, digits, bars, floors, colours)
             ax.set_ylabel(label, fontsize=8)

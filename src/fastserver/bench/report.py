@@ -42,6 +42,58 @@ def loads_legend(report, width=WIDTH):
     return textwrap.wrap(f"loads: {titles}", width, subsequent_indent="  ")
 
 
+def _paced(entry):
+    return entry["client"].startswith("paced")
+
+
+def paced_label(report, entry, impl):
+    """An implementation's name in the paced table: fastserver's with its max_threads."""
+    label = IMPL_LABELS[impl]
+    limit = entry["results"][impl].get("max_threads")
+    return f"{label}, max_threads {limit}" if limit else label
+
+
+def paced_summary(report):
+    """The paced loads' table (many mostly idle connections): per load and implementation, the
+    replies in the measured periods (and as a share of the stdlib's), the server's CPU per reply,
+    p99 latency, peak threads, RSS growth per connection, and requests due but not answered."""
+    head = ["load", "implementation", "replies", "% stdlib", "CPU µs/reply", "p99 ms",
+            "threads", "KiB/conn", "unanswered"]
+    rows = []
+    for entry in report["loads"]:
+        if not _paced(entry):
+            continue
+        base = entry["results"].get("stdlib", {}).get("median", {})
+        first = True
+        for impl in _present(entry, report["impls"]):
+            result = entry["results"][impl]
+            number = f"{entry['load']} ({entry['conns']:,})" if first else ""
+            first = False
+            if "unavailable" in result:
+                rows.append([number, IMPL_LABELS[impl], "unavailable"] + [""] * 6)
+                continue
+            med = result["median"]
+            share = "-"
+            if base.get("requests"):
+                ratio = med["requests"] / base["requests"]
+                share = f"{ratio:.0%}" if ratio < 10 else f"{ratio:,.0f}x"
+            due = (med["sent"] or 0) + (med["skipped"] or 0)
+            p99 = None if med["p99_us"] is None else med["p99_us"] / 1000
+            rows.append([
+                number, paced_label(report, entry, impl), fmt(med["requests"], 0), share,
+                fmt(med["server_us_per_req"], 1), fmt(p99, 1), fmt(med["peak_threads"], 0),
+                fmt(med["rss_growth_kib_per_conn"], 1), fmt(max(due - med["requests"], 0), 0)])
+    return table(head, rows, text_columns=2)
+
+
+PACED_LEGEND = [
+    "paced loads (connections in brackets): replies in the measured periods, and as a share of",
+    "the stdlib's; server CPU per reply over those periods; p99 latency of those replies; the",
+    "server's peak threads; its RSS growth (peak over before) per connection; requests due but",
+    "not answered in time (sent and unanswered, or not sent: the last one still unanswered).",
+]
+
+
 def summary(report):
     """The summary table's lines: per load, a row per implementation with its server CPU per
     request and req/s (each against the stdlib's) and latency; under 100 columns."""
@@ -49,6 +101,8 @@ def summary(report):
             "p99 µs"]
     rows = []
     for entry in report["loads"]:
+        if _paced(entry):
+            continue
         base = entry["results"].get("stdlib", {}).get("median", {})
         first = True
         for impl in _present(entry, report["impls"]):
@@ -81,6 +135,8 @@ def detail(report):
                 continue
             med = result["median"]
             errors = sum(r["errors"] for r in result["rounds"])
+            if _paced(entry):
+                med = dict(med, client_busy=None)  # the client idles between its requests
             rows.append([
                 str(entry["load"]), IMPL_LABELS[impl], fmt(med["p50_us"], 0),
                 fmt(med["p99_us"], 0), fmt(med["server_us_per_req"], 1),
@@ -92,11 +148,20 @@ def detail(report):
 
 
 def markdown(report, with_detail=False):
-    """The results as markdown: the summary table, the loads' titles, the ratios' meaning; then,
-    ``with_detail``, the detail table."""
-    lines = summary(report) + [""] + loads_legend(report) + [
-        "gain: the stdlib's server CPU per request ÷ this one's, and this one's req/s ÷ the",
-        "stdlib's (above 1: better than the stdlib). Medians of interleaved rounds."]
+    """The results as markdown: the summary table, the loads' titles, the ratios' meaning; the
+    paced loads' table; then, ``with_detail``, the detail table."""
+    lines = []
+    if any(not _paced(entry) for entry in report["loads"]):
+        lines += summary(report) + [""]
+    if any(_paced(entry) for entry in report["loads"]):
+        lines += paced_summary(report) + [""]
+    lines += loads_legend(report)
+    if any(not _paced(entry) for entry in report["loads"]):
+        lines += [
+            "gain: the stdlib's server CPU per request ÷ this one's, and this one's req/s ÷ the",
+            "stdlib's (above 1: better than the stdlib). Medians of interleaved rounds."]
+    if any(_paced(entry) for entry in report["loads"]):
+        lines += PACED_LEGEND
     if with_detail:
         lines += [""] + detail(report)
     return "\n".join(lines)
@@ -125,6 +190,9 @@ def warnings_for(report):
             errors = sum(r["errors"] for r in result["rounds"])
             if errors:
                 notes.append(f"load {entry['load']} {impl}: {errors} client errors")
+            if _paced(entry):
+                notes += _paced_warnings(entry, impl, result)
+                continue
             client, server = med["client_us_per_req"], med["server_us_per_req"]
             busy = med["client_busy"] or 0.0
             if client is not None and server is not None and client >= server:
@@ -143,6 +211,23 @@ def warnings_for(report):
             if tracebacks > 0:
                 notes.append(f"load {entry['load']} {impl}: {tracebacks} tracebacks in the "
                              f"server's stderr")
+    return notes
+
+
+def _paced_warnings(entry, impl, result):
+    """A paced load's doubts: connections that never opened, a server's tracebacks."""
+    notes = []
+    short = [r.get("answered", r["ramped"]) for r in result["rounds"]
+             if (r.get("answered", r["ramped"]) or 0) < entry["conns"]]
+    if short:
+        notes.append(f"load {entry['load']} {impl}: only {min(short):,} of {entry['conns']:,} "
+                     f"connections had had a reply when the ramp ended (in {len(short)} "
+                     f"round(s))")
+    if result["server_tracebacks"] > 0:
+        commonest = "; ".join(f"{count} {line}" for line, count in
+                              result.get("server_exceptions", []))
+        notes.append(f"load {entry['load']} {impl}: {result['server_tracebacks']} tracebacks in "
+                     f"the server's stderr" + (f" ({commonest})" if commonest else ""))
     return notes
 
 
@@ -190,9 +275,15 @@ def where_it_ran(report):
         cpus += f" ({report['cpus_usable']} usable)"
     if report.get("cpu_model"):
         cpus = f"{report['cpu_model']}, {cpus}"
+    paced = [entry for entry in report["loads"] if _paced(entry)]
+    length = f"{settings['duration']} s" if len(paced) < len(report["loads"]) else None
+    if paced and "period" in settings:
+        pace = (f"a request per {settings['period']:g} s per connection, "
+                f"{settings['periods']} measured periods")
+        length = f"{length}; paced loads: {pace}" if length else pace
     lines = fill([
         interpreter, report["platform"], cpus,
-        f"{rounds} round{'s' if rounds != 1 else ''} of {settings['duration']} s, "
+        f"{rounds} round{'s' if rounds != 1 else ''} of {length}, "
         f"{report['elapsed_s']:.0f} s in all",
         f"load average {report['loadavg_before']} before, {report['loadavg_after']} after"])
     seen = {}

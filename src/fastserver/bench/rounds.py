@@ -14,12 +14,18 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 
-from .clients import run_loadgen, run_wrk, warm_http
-from .loads import SOCKET_ONLY, Unavailable
+from .clients import run_loadgen, run_paced, run_wrk, warm_http
+from .loads import FLOORS, PEERS, BenchError, Unavailable, is_paced, paced_conns, serves
 from .report import fmt
-from .servers import make_docroot, start_server
+from .servers import make_docroot, proc_cpu, proc_status, start_server
+from .tools import build_paced
+
+SAMPLE_EVERY = 0.05  # seconds between two looks at a paced load's server (threads, RSS)
+#: The paced loads' implementations that are not fastserver: no max_threads for them.
+FOREIGN = PEERS + FLOORS
 
 
 def measure(server, load, settings, loadgen, run=run_loadgen):
@@ -97,11 +103,183 @@ def measure_rounds(keys, start, measure_one, rounds, log_round):
     return servers, figures
 
 
+class Sampler:
+    """Looks at a process's threads and resident memory every SAMPLE_EVERY seconds, in a thread
+    of its own, from start() to stop(); keeps the most of each."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak_threads = self.peak_rss = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def look(self):
+        threads, rss = proc_status(self.pid)
+        if threads is not None:
+            self.peak_threads = max(threads, self.peak_threads or 0)
+        if rss is not None:
+            self.peak_rss = max(rss, self.peak_rss or 0)
+        return threads, rss
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.look()
+            self._stop.wait(SAMPLE_EVERY)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self.look()
+
+
+def measure_paced(server, load, settings, exe):
+    """One run of a paced load against a fresh server: the paced client's ramp (its connections
+    open, each sends its first request), then its measured periods. The server's CPU is taken when
+    the ramp is over and when the result is in (every connection still open): CPU per reply is
+    that of the measured periods, the ramp's accepts left out. Its threads and resident memory are
+    looked at all along: the peak threads, and the RSS growth (the peak over the RSS before the
+    first connection) per connection. The CPU comes from /proc (``proc_cpu``), where there is one:
+    no context switches then."""
+    conns = paced_conns(load, settings)
+    pid = server.proc.pid
+    sampler = Sampler(pid)
+    threads0, rss0 = sampler.look()
+    marks = {}
+
+    def cpu():
+        figures = proc_cpu(pid)
+        return (*figures, None) if figures is not None else server.cpu()
+
+    def at_ramp():
+        marks["before"] = cpu()
+
+    def at_result():
+        marks["after"] = cpu()
+        marks["threads_end"], marks["rss_end"] = sampler.look()
+
+    sampler.start()
+    try:
+        result = run_paced(exe, server.port, load.client[len("paced-"):], conns, settings.period,
+                           settings.periods, at_ramp, at_result)
+    finally:
+        sampler.stop()
+    if "before" not in marks:
+        raise BenchError("the paced client gave no ramp line")
+    (user0, system0, switches0), (user1, system1, switches1) = marks["before"], marks["after"]
+    server_cpu = (user1 - user0) + (system1 - system0)
+    replies = result["requests"]
+    growth = None
+    if rss0 is not None and sampler.peak_rss is not None:
+        growth = (sampler.peak_rss - rss0) / conns
+    wall = result["client_wall_s"]
+    return {
+        "conns": conns,
+        "ramped": result["ramped"],
+        "answered": result["answered"],
+        "ramp_periods": result["ramp_periods"],
+        "requests": replies,
+        "sent": result["sent"],
+        "skipped": result["skipped"],
+        "unanswered": result["unanswered"],
+        "errors": result["errors"],
+        "closed_idle": result["closed_idle"],
+        "rps": result["rps"],
+        "server_cpu_s": server_cpu,
+        "server_user_s": user1 - user0,
+        "server_sys_s": system1 - system0,
+        "client_cpu_s": result["client_cpu_s"],
+        "server_us_per_req": server_cpu / replies * 1e6 if replies else None,
+        "server_user_us_per_req": (user1 - user0) / replies * 1e6 if replies else None,
+        "server_switches_per_req": (switches1 - switches0) / replies
+        if replies and switches0 is not None else None,
+        "client_us_per_req": result["client_cpu_s"] / replies * 1e6 if replies else None,
+        "client_busy": result["client_cpu_s"] / wall if wall else None,
+        "p50_us": result["lat_us"].get("p50") if replies else None,
+        "p99_us": result["lat_us"].get("p99") if replies else None,
+        "threads_before": threads0,
+        "peak_threads": sampler.peak_threads,
+        "threads_end": marks.get("threads_end"),
+        "rss_before_kib": rss0,
+        "peak_rss_kib": sampler.peak_rss,
+        "rss_end_kib": marks.get("rss_end"),
+        "rss_growth_kib_per_conn": growth,
+    }
+
+
+def run_paced_load(load, impls, settings, docroot, logdir, log, baseline=None):
+    """Every round of a paced load: each round starts a fresh server per implementation, in an
+    order that rotates, measures it once (``measure_paced``) and stops it, so that each run's
+    threads and memory start from a new process. fastserver's servers get
+    ``settings.max_threads``. Per implementation, its rounds and their medians, or
+    ``{"unavailable": why}``."""
+    exe = build_paced()
+    unavailable = {}
+    rounds = {impl: [] for impl in impls}
+    seen = {}
+    tracebacks = {impl: [0, 0] for impl in impls}
+    exceptions = {}
+    for number in range(settings.rounds):
+        order = [impl for impl in impls if impl not in unavailable]
+        if not order:
+            break
+        shift = number % len(order)
+        for impl in order[shift:] + order[:shift]:
+            limit = settings.max_threads if impl not in ("stdlib", *FOREIGN) else 0
+            try:
+                server = start_server(load, impl, docroot, logdir, baseline, max_threads=limit)
+            except Unavailable as exc:
+                log(f"  load {load.number} {impl}: {exc}")
+                unavailable[impl] = str(exc)
+                continue
+            try:
+                figures = measure_paced(server, load, settings, exe)
+            finally:
+                server.stop()
+            found, gone = server.tracebacks()
+            tracebacks[impl][0] += found
+            tracebacks[impl][1] += gone
+            for line, count in server.exceptions():
+                exceptions.setdefault(impl, {})
+                exceptions[impl][line] = exceptions[impl].get(line, 0) + count
+            seen[impl] = server
+            rounds[impl].append(figures)
+            log(f"  load {load.number} round {number + 1} {impl:16}: "
+                f"{figures['requests']:,} replies of {figures['sent']:,}, "
+                f"{fmt(figures['server_us_per_req'], 1)} us/reply, "
+                f"p99 {fmt(figures['p99_us'], 0)} us, {figures['peak_threads']} threads, "
+                f"{fmt(figures['rss_growth_kib_per_conn'], 1)} KiB/conn, "
+                f"{figures['errors']} errors")
+    result = {}
+    for impl in impls:
+        if impl in unavailable:
+            result[impl] = {"unavailable": unavailable[impl]}
+            continue
+        server = seen[impl]
+        result[impl] = {
+            "implementation": server.implementation,
+            "streams": server.streams,
+            "gil_enabled": server.gil_enabled,
+            "package": server.package,
+            "max_threads": settings.max_threads if impl not in ("stdlib", *FOREIGN) else None,
+            "median": medians(rounds[impl]),
+            "rounds": rounds[impl],
+            "server_tracebacks": tracebacks[impl][0],
+            "server_tracebacks_client_gone": tracebacks[impl][1],
+            "server_exceptions": sorted(exceptions.get(impl, {}).items(),
+                                        key=lambda item: -item[1])[:3],
+        }
+    return result
+
+
 def run_load(load, impls, settings, loadgen, docroot, logdir, log, baseline=None):
     """Every round of one load, the implementations interleaved; per implementation, the rounds
     and their medians, or ``{"unavailable": why}`` for one that cannot run here."""
-    if load.client == "wrk":
-        impls = tuple(impl for impl in impls if impl not in SOCKET_ONLY)  # no HTTP server
+    impls = tuple(impl for impl in impls if serves(load, impl))
+    if is_paced(load):
+        return run_paced_load(load, impls, settings, docroot, logdir, log, baseline)
     unavailable = {}
 
     def start(impl):
@@ -208,7 +386,9 @@ def run_bench(command, settings, loads, impls, skipped, loadgen, log, baseline=N
             log(f"load {load.number}: {load.title}")
             results = run_load(load, impls, settings, loadgen, docroot, tmp, log, baseline)
             report["loads"].append({"load": load.number, "title": load.title,
-                                    "client": load.client, "conns": load.conns,
+                                    "client": load.client,
+                                    "conns": paced_conns(load, settings) if is_paced(load)
+                                    else load.conns,
                                     "results": results})
     report["elapsed_s"] = time.monotonic() - started
     report["loadavg_after"] = loadavg()

@@ -101,6 +101,24 @@ class ServerProcess:
         gone = sum(text.count(f"{name}: ") for name in ("BrokenPipeError", "ConnectionResetError"))
         return text.count("Traceback (most recent call last)"), gone
 
+    def exceptions(self, most=3):
+        """The commonest last lines of the tracebacks in the server's stderr (the exception and its
+        message), with their counts: [(line, count)], at most ``most``."""
+        counts = {}
+        try:
+            with open(self.log_path, errors="replace") as log:
+                in_traceback = False
+                for line in log:
+                    if line.startswith("Traceback (most recent call last)"):
+                        in_traceback = True
+                    elif in_traceback and line[:1] not in (" ", "\t", ""):
+                        in_traceback = False
+                        text = line.strip()[:120]
+                        counts[text] = counts.get(text, 0) + 1
+        except OSError:
+            pass
+        return sorted(counts.items(), key=lambda item: -item[1])[:most]
+
     def stop(self):
         if self.proc.poll() is None:
             try:
@@ -125,22 +143,54 @@ def _script(name):
     return resources.files(__package__).joinpath(name).read_text("utf-8")
 
 
-def start_server(load, impl, docroot, logdir, baseline=None):
+def start_server(load, impl, docroot, logdir, baseline=None, max_threads=0):
     """A load's server on ``impl``: server_script.py in Python, a peer's (peer_script.py), or a
     floor's C server; the baseline is server_script.py on the compiled core of the fastserver
-    in the directory ``baseline``. Unavailable where ``impl`` cannot run here (uvloop is not
-    installed)."""
+    in the directory ``baseline``; gevent's keep-alive HTTP server is server_script.py's, the
+    stdlib's made cooperative. ``max_threads`` (0: none): fastserver's, for the paced loads.
+    Unavailable where ``impl`` cannot run here (uvloop is not installed)."""
     log_path = os.path.join(logdir, f"server-{load.number}-{impl}.log")
+    limit = str(max_threads or 0)
     if impl == BASELINE:
-        argv = python_argv(_script("server_script.py"), load.server, "cython", docroot)
+        argv = python_argv(_script("server_script.py"), load.server, "cython", docroot, limit)
         return ServerProcess(argv, log_path, impl, package_parent=baseline)
     if impl in FLOORS:
         argv = [build_floor(), load.server, impl[len("c-"):]]
-    elif impl in PEERS:
+    elif impl in PEERS and not load.server.startswith("http"):
         argv = python_argv(_script("peer_script.py"), load.server, impl)
     else:
-        argv = python_argv(_script("server_script.py"), load.server, impl, docroot)
+        argv = python_argv(_script("server_script.py"), load.server, impl, docroot, limit)
     return ServerProcess(argv, log_path, impl)
+
+
+def proc_cpu(pid):
+    """(user seconds, system seconds) of process ``pid``, every thread, the finished ones too,
+    from /proc/PID/stat (Linux; clock ticks, 10 ms); None elsewhere or once it is gone. The
+    paced loads take it from outside: a server that runs thousands of threads may not answer the
+    bench's ``cpu`` line for seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_status(pid):
+    """(threads, resident KiB) of process ``pid`` from /proc (Linux); (None, None) elsewhere or
+    once it is gone."""
+    threads = rss = None
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    threads = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return threads, rss
 
 
 def check_baseline(path):

@@ -1,6 +1,7 @@
-"""The bench's C tools: the load generator (``_loadgen.c``) and the floor's servers (``_floor.c``).
+"""The bench's C tools: the load generator (``_loadgen.c``), the paced client (``_paced.c``) and
+the floor's servers (``_floor.c``).
 
-Both are shipped as sources in this package and compiled on first use with the machine's C
+All are shipped as sources in this package and compiled on first use with the machine's C
 compiler (``cc -O2``) into a cache directory, keyed by a hash of the source, the compiler command
 and the machine.
 """
@@ -50,6 +51,12 @@ def compiler():
 def build_loadgen(directory=None):
     """Compile the load generator once (cached by source and compiler) and return its path."""
     return _build("loadgen", [], "the load generator", directory)
+
+
+def build_paced(directory=None):
+    """Compile the paced client (_paced.c: many mostly idle connections; Linux) once, as
+    build_loadgen(); its path."""
+    return _build("paced", [], "the paced client", directory)
 
 
 def build_floor(directory=None):
