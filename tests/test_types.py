@@ -188,7 +188,11 @@ def test_the_stubs_match_the_modules(workdir):
     # http); the private and compiled ones are another matter (not checked here).
     (workdir / "allow.txt").write_text("fastserver\\._.*\nfastserver\\.bench.*\n"
                                        "fastserver\\.workers.*\nfastserver\\.proxy.*\n")
-    (workdir / "mypy.ini").write_text("[mypy]\n[mypy-fastserver._pool]\nignore_errors = True\n")
+    # (mypy reads the private and benchmark modules too: their own errors are not this test's)
+    (workdir / "mypy.ini").write_text(
+        "[mypy]\nignore_missing_imports = True\n[mypy-fastserver.*]\nignore_errors = True\n"
+        "[mypy-fastserver.servers,fastserver.mixins,fastserver.handlers,fastserver.http]\n"
+        "ignore_errors = False\n")
     done = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--concise",
                            "--mypy-config-file", "mypy.ini", "--allowlist", "allow.txt",
                            "--ignore-unused-allowlist", "fastserver"],

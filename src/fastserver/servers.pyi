@@ -3,7 +3,7 @@ import socket
 import ssl
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from typing_extensions import Self
@@ -25,6 +25,7 @@ class BaseServer:
     worker_id: int | None
     proxy_protocol: bool
     proxy_timeout: float
+    proxy_allow_from: str | Iterable[str]  # addresses/networks trusted to send PROXY; "*": any
     first_data_timeout: float | None
     ssl_context: ssl.SSLContext | None
     tls_handshake_timeout: float
