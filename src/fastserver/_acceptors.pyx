@@ -523,21 +523,28 @@ cdef class Acceptors:
     cdef int serve(self, RequestThread me, int fd, sockaddr_storage *addr,
                    socklen_t length) except -1:
         """process_request_thread(): finish_request(), handle_error() on an Exception, and
-        shutdown_request() in any case. A thread that fails to start is reported as the stdlib
-        reports it (handle_error() for the request, which is then closed)."""
+        shutdown_request() in any case, but for a keep-alive connection parked between two
+        requests (fastserver._pipeline: it is closed where it ends). A thread that fails to
+        start is reported as the stdlib reports it (handle_error() for the request, which is
+        then closed)."""
         cdef Dispatcher dispatcher = self.dispatcher
+        cdef bint parked = False
         request = dispatcher.wrap(fd)
         client_address = sockaddr_to_python(addr, length)
         try:
             if me.spawn:
                 me.spawn = False
                 self.spawn()
-            dispatcher.finish(request, client_address)
+            if dispatcher.keep_alive is not None:
+                parked = dispatcher.keep_alive.start(request, client_address)
+            else:
+                dispatcher.finish(request, client_address)
         except Exception:
             self.server.handle_error(request, client_address)
         finally:
             try:
-                dispatcher.end_request(request)
+                if not parked:
+                    dispatcher.end_request(request)
             finally:
                 give_turn()
         return 0

@@ -116,7 +116,7 @@ cdef class Loop:
         cdef int listen_fd = dispatcher.listen_fd
         cdef int was_nonblocking = 0
         if dispatcher.accept_in_c and hooks.threads_accept and _acceptors.SUPPORTED:
-            return self.serve_with_acceptors(server, state, dispatcher, timeout_ms(poll_interval))
+            return self.serve_with_acceptors(server, state, dispatcher, poll_interval)
         if fs_poller_add(self.poller, listen_fd, FS_READABLE) < 0:
             raise_errno()
         if dispatcher.accept_in_c and fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
@@ -183,27 +183,65 @@ cdef class Loop:
             fs_poller_add(self.poller, dispatcher.listen_fd, FS_READABLE)
         return 0
 
-    cdef int serve_with_acceptors(self, server, state, Dispatcher dispatcher, int ms) except -1:
+    cdef int serve_with_acceptors(self, server, state, Dispatcher dispatcher,
+                                  poll_interval) except -1:
         """ThreadingMixIn's default path: the request threads accept the connections themselves
-        (see fastserver._acceptors) and this thread only waits for shutdown()."""
-        cdef fs_event events[1]
-        cdef int was_nonblocking = 0
+        (see fastserver._acceptors) and this thread only waits for shutdown(), and watches the
+        keep-alive connections they park (``hooks.keep_alive``): those that speak again go to
+        the server's thread pool."""
+        cdef fs_event events[64]
+        cdef int was_nonblocking = 0, n
         cdef int listen_fd = dispatcher.listen_fd
+        hooks = dispatcher.hooks
+        parking = None
         if fs_set_nonblocking(listen_fd, 1, &was_nonblocking) < 0:
             raise_errno()
         try:
+            if hooks.keep_alive is not None:
+                parking = Parking(self.watch, self.unwatch, self.wake, None, None,
+                                  server.handle_error, dispatcher.close_silent,
+                                  POLLER == "epoll")
+                state.parking = parking
             threads = _acceptors.Acceptors(server, dispatcher)
-            dispatcher.hooks.thread_pool().adopt(threads)
+            hooks.thread_pool().adopt(threads)
             try:
                 threads.start()
-                while not state.shutdown_request:
-                    if self.wait(events, 1, ms) > 0:  # the wakeup descriptor: all it waits on
-                        fs_wakeup_drain(self.wake_r)
+                if parking is None:
+                    n = timeout_ms(poll_interval)
+                    while not state.shutdown_request:
+                        if self.wait(events, 1, n) > 0:  # the wakeup descriptor: all it waits on
+                            fs_wakeup_drain(self.wake_r)
+                else:
+                    self.watch_parked(state, parking, _policy.Pacing(poll_interval))
             finally:
-                threads.stop()
+                state.parking = None
+                try:
+                    if parking is not None:
+                        parking.close_all(None, state.finish_until)
+                finally:
+                    threads.stop()
         finally:
             if not was_nonblocking:
                 fs_set_nonblocking(listen_fd, 0, NULL)
+        return 0
+
+    cdef int watch_parked(self, state, parking, pacing) except -1:
+        """The loop of serve_with_acceptors() while request threads park connections: the
+        wakeup descriptor and the parked connections, until shutdown()."""
+        cdef fs_event events[64]
+        cdef int n, i
+        while not state.shutdown_request:
+            parking.admit()
+            n = self.wait(events, EVENTS_MAX, timeout_ms(pacing.timeout(parking)))
+            if state.shutdown_request:
+                break
+            for i in range(n):
+                if events[i].fd == self.wake_r:
+                    fs_wakeup_drain(self.wake_r)
+                else:
+                    parking.readable(events[i].fd)
+            parking.expire()
+            parking.dispatch()
         return 0
 
     cdef int wait(self, fs_event *events, int capacity, int ms) except -1:

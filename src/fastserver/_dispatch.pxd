@@ -24,6 +24,7 @@ cdef class Dispatcher:
     cdef int nodelay  # TCP_NODELAY to set on each connection (0 or 1), or -1: none
     cdef int accept_error  # errno of the last failed accept (0 after a success)
     cdef object silent  # the loop's Parking where it holds new connections (first_data_timeout)
+    cdef object keep_alive  # hooks.keep_alive: the request threads' keep-alive parking, or None
 
     cdef int handle_ready(self, state, int limit, accepting=*) except -1
     cdef object next_request(self)

@@ -102,6 +102,7 @@ cdef class Dispatcher:
         self.process_request = hooks.process_request
         self.finish_request = hooks.finish_request
         self.service_actions = hooks.service_actions
+        self.keep_alive = hooks.keep_alive
         self.tcp_shutdown = hooks.shutdown_request is _seam.SHUTDOWN_TCP
         self.shutdown_request = None if self.tcp_shutdown else hooks.shutdown_request
         self.close_socket = hooks.close_request is _seam.CLOSE_SOCKET
@@ -116,13 +117,9 @@ cdef class Dispatcher:
             self.type_ = sock.type
             self.proto = sock.proto
             self.socket_class = type(sock)
-            self.nodelay = -1
-            if self.family in (AF_INET, AF_INET6):
-                # what TCPServer.get_request() does: set TCP_NODELAY where the connection did
-                # not inherit the value wanted from its listener
-                wanted = bool(server.tcp_nodelay)
-                if wanted != bool(getattr(server, "_listener_nodelay", False)):
-                    self.nodelay = wanted
+            # what TCPServer.get_request() does: set TCP_NODELAY where the connection did not
+            # inherit the value wanted from its listener (find_hooks() says which)
+            self.nodelay = hooks.nodelay if self.family in (AF_INET, AF_INET6) else -1
             if self.family not in (AF_INET, AF_INET6, AF_UNIX):
                 self.accept_in_c = False
                 self.get_request = server.get_request

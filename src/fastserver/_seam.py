@@ -86,14 +86,16 @@ class Hooks:
     - ``first_data_timeout``: the server's, where the loop holds connections until they are
       readable, else None;
     - ``keep_alive``: a ``fastserver._pipeline.KeepAlive`` where request threads park
-      keep-alive connections in the loop between requests, else None.
+      keep-alive connections in the loop between requests, else None;
+    - ``nodelay``: TCP_NODELAY to set on each TCP connection the core accepts itself (0 or 1),
+      or -1 where it inherits the value wanted from the listener.
 
     A loop runs a Parking (``fastserver._parking``) where ``first_data_timeout`` or
     ``keep_alive`` is set, and only there.
     """
 
     __slots__ = ("accept", "accepting", "threads_accept", "thread_pool", "first_data_timeout",
-                 "keep_alive",
+                 "keep_alive", "nodelay",
                  "get_request", "handle_noblock", "verify_request", "process_request",
                  "finish_request", "shutdown_request", "close_request", "service_actions")
 
@@ -101,6 +103,7 @@ class Hooks:
         for name in self.__slots__:
             setattr(self, name, None)
         self.accept = self.threads_accept = False
+        self.nodelay = -1
 
 
 #: ``Hooks.shutdown_request``: TCPServer's (shutdown(SHUT_WR), then close_request()).

@@ -626,6 +626,10 @@ def find_hooks(server):
                     and sock.type == socket.SOCK_STREAM)
     if hooks.get_request is None and not hooks.accept:
         hooks.get_request = server.get_request
+    if hooks.accept:
+        wanted = bool(getattr(server, "tcp_nodelay", False))
+        if wanted != bool(getattr(server, "_listener_nodelay", False)):
+            hooks.nodelay = int(wanted)
     hooks.verify_request = hook("verify_request", BaseServer.verify_request)
     hooks.process_request = hook("process_request", BaseServer.process_request)
     if hooks.process_request is None and server.proxy_protocol:
@@ -646,8 +650,9 @@ def find_hooks(server):
             # loop holds each connection until then (and no longer than the handshake may take).
             hooks.first_data_timeout = min(server.first_data_timeout or float("inf"),
                                            server.tls_handshake_timeout)
-    # Keep-alive parking needs the loop's poller, so the loop hands connections to threads
-    # itself (no request threads that accept for themselves) where it may park.
+    # Keep-alive parking needs the loop's poller. Request threads that accept for themselves
+    # park there too, and a parked connection that speaks again goes to the thread pool: two
+    # groups of threads, so not under max_threads (the loop then hands out every connection).
     request_threads = (isinstance(server, ThreadingMixIn)
                        and _is_default(server, "process_request", ThreadingMixIn.process_request)
                        and _is_default(server, "process_request_thread",
@@ -656,7 +661,8 @@ def find_hooks(server):
             hooks.handle_noblock is None and getattr(sock, "type", None) == socket.SOCK_STREAM):
         hooks.keep_alive = _pipeline.keep_alive_for(server, request_threads)
     hooks.threads_accept = (
-        hooks.keep_alive is None and request_threads
+        (hooks.keep_alive is None or getattr(server, "max_threads", None) is None)
+        and request_threads
         and hooks.accept and hooks.handle_noblock is None and hooks.verify_request is None
         and hooks.service_actions is None and not server.proxy_protocol and not tls
         and hooks.first_data_timeout is None)  # held connections are the loop's to hand out
