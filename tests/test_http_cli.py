@@ -318,7 +318,9 @@ def normalise(text):
     return text.replace(prog[1] + " ", "PROG ").replace(prog[1] + ":", "PROG:")
 
 
-FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol"}
+FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol", "--graceful-timeout", "--max-threads",
+                      "--first-data-timeout", "--tls-handshake-timeout", "--log-level",
+                      "--no-access-log", "--version"}
 # The options of this Python's ``python -m http.server`` (from its --help): the tests of an option
 # that not every Python has run where the stdlib offers it, whatever the version.
 STDLIB_OPTIONS = set(options(run_cli("http.server", "--help").stdout))

@@ -5,6 +5,7 @@ own, so there is no stdlib reference to run)."""
 
 import ipaddress
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -183,7 +184,9 @@ def test_the_command_line_says_one_line_for_a_health_check_and_serves_the_next(t
         proc.wait(timeout=TIMEOUT * 2)
         stderr_file.close()
     stderr = stderr_path.read_text()
-    lines = [line for line in stderr.splitlines() if "PROXY" in line or "Traceback" in line]
+    # (the fastserver logger's stderr line: "fastserver[pid] - - [date] " and the message)
+    lines = [re.sub(r"^fastserver\[\d+\] - - \[[^\]]*\] ", "", line)
+             for line in stderr.splitlines() if "PROXY" in line or "Traceback" in line]
     assert lines == ["127.0.0.1 - PROXY header refused: "
                      "connection closed before the PROXY header"]
     assert "Traceback" not in stderr

@@ -69,7 +69,16 @@ def notes():
     return lines
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fastserver",
+        description="Say which fastserver runs here: its version, core and poller, and why the "
+                    "pure core runs where it does.")
+    parser.add_argument("--version", action="version", version=f"fastserver {fastserver.VERSION}",
+                        help="print fastserver's version and exit")
+    parser.parse_args(argv)
     try:
         from importlib.metadata import PackageNotFoundError, version
 

@@ -27,6 +27,7 @@ from a private copy of ``http.server`` (``server``, below) whose ``socketserver`
 they run on fastserver whether or not :func:`fastserver.install` is ever called.
 """
 
+import argparse
 import builtins
 import contextlib
 import functools
@@ -36,6 +37,11 @@ import socket
 import sys
 
 import fastserver
+
+
+def _no_access_log(self, code="-", size="-"):
+    """``--no-access-log``: BaseHTTPRequestHandler.log_request() that writes nothing (errors,
+    through log_error(), are still written)."""
 
 
 def _http_server_on_fastserver():
@@ -158,6 +164,15 @@ class DualStackHTTPSServer(DualStackMixIn, ThreadingHTTPSServer):
     """The command line's HTTPS server: dual-stack ``ThreadingHTTPSServer``."""
 
 
+class _StartupError(OSError):
+    """serve(): the server could not bind or listen on ``address``: the OSError it raised,
+    with the address (main() says both in one line)."""
+
+    def __init__(self, address, error):
+        super().__init__(error.errno, error.strerror or str(error))
+        self.address = address
+
+
 def _best_family(host, port):
     """(family, address) of the first address getaddrinfo() gives for a passive stream socket."""
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -186,7 +201,9 @@ def systemd_socket():
 def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
           protocol="HTTP/1.0", port=8000, bind=None, directory=None,
           tls_cert=None, tls_key=None, tls_password=None, workers=1, proxy_protocol=False,
-          listen_socket=None, content_type=None, extra_response_headers=None):
+          listen_socket=None, content_type=None, extra_response_headers=None, *,
+          graceful_timeout=None, max_threads=None, first_data_timeout=None,
+          tls_handshake_timeout=None, access_log=True):
     """Serve until interrupted, as ``python -m http.server`` does; return 0 after Ctrl-C.
 
     The address family is the one ``bind`` resolves to first (all interfaces when None); the
@@ -196,25 +213,39 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     type) and ``extra_response_headers`` (a list of (header, value) added to each reply) are
     Python 3.15's ``--content-type`` and ``--header``; None keeps the handler's own. fastserver's
     additions: ``workers`` processes, ``proxy_protocol`` headers, and ``listen_socket``, a socket
-    already bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``.
+    already bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``;
+    the server settings ``graceful_timeout``, ``max_threads``, ``first_data_timeout`` and
+    ``tls_handshake_timeout`` (None: the class's default); and ``access_log`` (False: no line
+    per request; errors are still written).
+
+    SIGTERM stops the server gracefully (:func:`fastserver.workers.serve_until_stopped`; with
+    ``workers``, the supervisor does it): it returns 0 once the requests in flight are finished.
     """
+    from fastserver.workers import serve_until_stopped  # (before "Serving": SIGINT after it)
+
     family, address = _best_family(bind, port)
     if listen_socket is not None:
         family = listen_socket.family
-    handler_attributes = {"protocol_version": protocol}
-    if content_type is not None:
-        handler_attributes["default_content_type"] = content_type
-    handler = type(handler_class.__name__, (handler_class,), {
-        **handler_attributes,
+    handler_attrs = {
+        "protocol_version": protocol,
         "__module__": handler_class.__module__,
         "__qualname__": handler_class.__qualname__,
-    })
+    }
+    if content_type is not None:
+        handler_attrs["default_content_type"] = content_type
+    if not access_log:
+        handler_attrs["log_request"] = _no_access_log
+    handler = type(handler_class.__name__, (handler_class,), handler_attrs)
+    settings = {"graceful_timeout": graceful_timeout, "max_threads": max_threads,
+                "first_data_timeout": first_data_timeout,
+                "tls_handshake_timeout": tls_handshake_timeout}
     cls = type(server_class.__name__, (server_class,), {
         "address_family": family,
         "directory": directory,
         "extra_response_headers": extra_response_headers,
         "workers": workers,
         "proxy_protocol": proxy_protocol,
+        **{name: value for name, value in settings.items() if value is not None},
         "__module__": server_class.__module__,
         "__qualname__": server_class.__qualname__,
     })
@@ -224,15 +255,21 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
         if tls:  # (from_socket() does not activate: the context is made here)
             httpd.ssl_context = httpd._create_context()
     else:
-        httpd = cls(address, handler, **tls)
+        try:
+            httpd = cls(address, handler, **tls)
+        except OSError as e:
+            raise _StartupError(address, e) from e
     with httpd:
         host, port = httpd.socket.getsockname()[:2]
         url_host = f"[{host}]" if ":" in host else host
         scheme = "HTTPS" if tls_cert else "HTTP"
-        print(f"Serving {scheme} on {host} port {port} ({scheme.lower()}://{url_host}:{port}/) ...",
-              flush=True)
+
+        def ready():  # once SIGTERM is handled, and inside the try: a signal then is handled
+            print(f"Serving {scheme} on {host} port {port} ({scheme.lower()}://{url_host}:"
+                  f"{port}/) ...", flush=True)
+
         try:
-            httpd.serve_forever()
+            serve_until_stopped(httpd, ready=ready)
         except KeyboardInterrupt:
             print("\nKeyboard interrupt received, exiting.", flush=True)
     return 0
@@ -317,26 +354,124 @@ def _add_tls_options(parser):
                         help="path to the password file for the TLS key")
 
 
+def _number(kind, low, inclusive, convert=float):
+    """An argparse type: a finite ``convert`` number above ``low`` (or equal, ``inclusive``)."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind} value: {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < low or (
+                value == low and not inclusive):
+            bound = f"at least {low:g}" if inclusive else f"more than {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
+        return value
+
+    parse.__name__ = kind  # argparse's "invalid <name> value" messages
+    return parse
+
+
+_SECONDS_OR_ZERO = _number("seconds", 0, inclusive=True)
+_SECONDS = _number("seconds", 0, inclusive=False)
+_COUNT = _number("count", 1, inclusive=True, convert=int)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def _add_fastserver_options(parser):
+    """fastserver's own options, in a group of their own after http.server's (named as
+    gunicorn's where it has one: --workers, --graceful-timeout, --log-level)."""
     group = parser.add_argument_group("fastserver")
     group.add_argument("--workers", type=int, default=1, metavar="N",
                        help="serve from N worker processes (default: 1)")
     group.add_argument("--proxy-protocol", action="store_true",
                        help="read each client's address from a PROXY protocol header (v1 or v2); "
                             "only behind a proxy you trust")
+    group.add_argument("--graceful-timeout", type=_SECONDS_OR_ZERO, metavar="SECONDS",
+                       help="on SIGTERM (or SIGHUP for a worker), how long the requests in "
+                            "flight may take to finish (default: 10)")
+    group.add_argument("--max-threads", type=_COUNT, metavar="N",
+                       help="at most N requests at once in each process; the rest wait in the "
+                            "backlog (default: no limit)")
+    group.add_argument("--first-data-timeout", type=_SECONDS, metavar="SECONDS",
+                       help="hold each connection without a thread until its first bytes; "
+                            "close it if none come within SECONDS (default: off)")
+    group.add_argument("--tls-handshake-timeout", type=_SECONDS, metavar="SECONDS",
+                       help="how long each TLS handshake may take (default: 10)")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default=None, metavar="LEVEL",
+                       help="level of the fastserver logger (the supervisor's and the "
+                            f"server's own lines): {', '.join(LOG_LEVELS)} (default: info)")
+    group.add_argument("--no-access-log", action="store_false", dest="access_log",
+                       help="write no line per request (errors are still written)")
+    group.add_argument("--version", action="version", version=f"fastserver {fastserver.VERSION}",
+                       help="print fastserver's version and exit")
     return parser
+
+
+def _fail(parser, message):
+    """A runtime failure (bind, address): one line on stderr, as argparse's errors; status 1."""
+    print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _check_tls(parser, cert, key, password):
+    """Load the certificate chain as the server will, naming the file at fault in a usage
+    error (status 2): one that cannot be read, is no certificate or key, a wrong password, a key
+    that does not match the certificate."""
+    import ssl
+
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            parser.error(f"cannot read {option} {path}: {e.strerror or e}")
+    class Encrypted(Exception):
+        pass
+
+    def no_prompt():
+        raise Encrypted
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, no_prompt if password is None else password)
+    except Encrypted:
+        return  # an encrypted key, no --tls-password-file: OpenSSL asks for it, as in http.server
+    except ssl.SSLError as e:
+        reason = e.reason or str(e)
+        files = f"--tls-cert {cert}" + (f" and --tls-key {key}" if key else "")
+        if reason == "KEY_VALUES_MISMATCH":
+            parser.error(f"the private key does not match the certificate ({files})")
+        if password is not None:
+            parser.error(f"cannot load the TLS certificate and key ({files}) with the password "
+                         f"of --tls-password-file: a wrong password, or no PEM key ({reason})")
+        parser.error(f"cannot load the TLS certificate and key ({files}): {reason}")
+    except (OSError, ValueError, TypeError) as e:
+        parser.error(f"cannot load the TLS certificate and key (--tls-cert {cert}): {e}")
 
 
 def main(argv=None):
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
-    On top of http.server's options: ``--workers N`` and ``--proxy-protocol``; and a socket passed
-    by systemd's socket activation (or ``systemd-socket-activate``) is served instead of binding,
-    over TLS too. The TLS options (``--tls-cert``, ``--tls-key``, ``--tls-password-file``) are
-    Python 3.14's, on every Python.
+    On top of http.server's options: ``--workers N``, ``--proxy-protocol``, the settings
+    (``--graceful-timeout``, ``--max-threads``, ``--first-data-timeout``,
+    ``--tls-handshake-timeout``), logging (``--log-level``, ``--no-access-log``) and
+    ``--version``; and a socket passed by systemd's socket activation (or
+    ``systemd-socket-activate``) is served instead of binding, over TLS too. The TLS options
+    (``--tls-cert``, ``--tls-key``, ``--tls-password-file``) are Python 3.14's, on every Python.
+    SIGTERM stops it gracefully (status 0); SIGINT as http.server's.
     Once the options are read, it calls :func:`fastserver.install`, as ``python -m http.server``
     on fastserver would.
+
+    Errors are one line, without a traceback: a bad option or TLS file is a usage error (status
+    2); an address that does not resolve or cannot be bound, status 1; workers that fail to
+    boot, status 3 (fastserver.workers.BootError).
     """
+    from fastserver._log import logger
+    from fastserver.workers import max_workers
+
     parser = _add_fastserver_options(_parser())
     args = parser.parse_args(argv)
     for dest, value in vars(args).items():  # an option of a newer http.server: refused, not ignored
@@ -346,6 +481,9 @@ def main(argv=None):
                              f"option {dest!r} yet")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.workers > max_workers():
+        parser.error(f"--workers must be at most {max_workers()} (32 per CPU), "
+                     f"not {args.workers}")
     tls = {}
     if args.tls_key and not args.tls_cert:
         parser.error("--tls-key requires --tls-cert to be set")
@@ -359,16 +497,30 @@ def main(argv=None):
         except OSError as e:
             parser.error(f"Failed to read TLS password file: {e}")
     if args.tls_cert:
+        _check_tls(parser, args.tls_cert, args.tls_key, password)
         tls = {"server_class": DualStackHTTPSServer, "tls_cert": args.tls_cert,
                "tls_key": args.tls_key, "tls_password": password}
+    if args.log_level is not None:
+        logger().setLevel(args.log_level.upper())
     handler = CGIHTTPRequestHandler if getattr(args, "cgi", False) else SimpleHTTPRequestHandler
     listen_socket = systemd_socket()
     fastserver.install()  # the command line is http.server's, on fastserver: the whole process
-    return serve(handler_class=handler, port=args.port, bind=args.bind,
-                 protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,
-                 workers=args.workers, proxy_protocol=args.proxy_protocol,
-                 listen_socket=listen_socket, content_type=getattr(args, "content_type", None),
-                 extra_response_headers=getattr(args, "header", None), **tls)
+    try:
+        return serve(handler_class=handler, port=args.port, bind=args.bind,
+                     protocol=getattr(args, "protocol", "HTTP/1.0"), directory=args.directory,
+                     workers=args.workers, proxy_protocol=args.proxy_protocol,
+                     listen_socket=listen_socket, content_type=getattr(args, "content_type", None),
+                     extra_response_headers=getattr(args, "header", None),
+                     graceful_timeout=args.graceful_timeout,
+                     max_threads=args.max_threads, first_data_timeout=args.first_data_timeout,
+                     tls_handshake_timeout=args.tls_handshake_timeout,
+                     access_log=args.access_log, **tls)
+    except socket.gaierror as e:
+        return _fail(parser, f"cannot resolve {args.bind}: {e.strerror or e}")
+    except _StartupError as e:
+        host, port = e.address[:2]
+        return _fail(parser, f"cannot listen on {host or 'all interfaces'} port {port}: "
+                             f"{e.strerror}")
 
 
 if __name__ == "__main__":
