@@ -320,7 +320,8 @@ def normalise(text):
 
 FASTSERVER_OPTIONS = {"--workers", "--proxy-protocol", "--graceful-timeout", "--max-threads",
                       "--first-data-timeout", "--tls-handshake-timeout", "--log-level",
-                      "--no-access-log", "--version"}
+                      "--no-access-log", "--version", "--proxy-allow-from",
+                      "--keep-alive-timeout"}
 # The options of this Python's ``python -m http.server`` (from its --help): the tests of an option
 # that not every Python has run where the stdlib offers it, whatever the version.
 STDLIB_OPTIONS = set(options(run_cli("http.server", "--help").stdout))

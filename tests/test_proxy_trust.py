@@ -190,3 +190,41 @@ def test_the_command_line_says_one_line_for_a_health_check_and_serves_the_next(t
     assert lines == ["127.0.0.1 - PROXY header refused: "
                      "connection closed before the PROXY header"]
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--proxy-allow-from", "10.0.0.0/33"], "--proxy-allow-from: proxy_allow_from: '10.0.0.0/33'"),
+    (["--keep-alive-timeout", "0"], "--keep-alive-timeout"),
+])
+def test_the_command_lines_settings_refuse_bad_values_as_usage_errors(argv, message):
+    done = subprocess.run([sys.executable, "-m", "fastserver.http", *argv, "0"],
+                          capture_output=True, text=True, env=child_env(), timeout=TIMEOUT * 4)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_command_line_trusts_only_what_proxy_allow_from_names(tmp_path):
+    port = free_port()
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "wb") as stderr_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastserver.http", "--bind", "127.0.0.1", "--directory",
+             str(tmp_path), "--proxy-protocol", "--proxy-allow-from", "192.0.2.0/24",
+             "--keep-alive-timeout", "30", str(port)],
+            stdout=subprocess.DEVNULL, stderr=stderr_file, env=child_env())
+        try:
+            deadline = time.monotonic() + TIMEOUT * 2
+            while True:
+                try:
+                    client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.05)
+            with client:
+                client.sendall(HEADER + b"GET / HTTP/1.0\r\n\r\n")
+                assert client.recv(100) == b""  # 127.0.0.1 is not a trusted proxy here
+            assert wait_until(lambda: b"not in proxy_allow_from" in stderr_path.read_bytes())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=TIMEOUT * 2)

@@ -203,7 +203,8 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
           tls_cert=None, tls_key=None, tls_password=None, workers=1, proxy_protocol=False,
           listen_socket=None, content_type=None, extra_response_headers=None, *,
           graceful_timeout=None, max_threads=None, first_data_timeout=None,
-          tls_handshake_timeout=None, access_log=True):
+          tls_handshake_timeout=None, access_log=True, proxy_allow_from=None,
+          keep_alive_timeout=None):
     """Serve until interrupted, as ``python -m http.server`` does; return 0 after Ctrl-C.
 
     The address family is the one ``bind`` resolves to first (all interfaces when None); the
@@ -214,9 +215,10 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     Python 3.15's ``--content-type`` and ``--header``; None keeps the handler's own. fastserver's
     additions: ``workers`` processes, ``proxy_protocol`` headers, and ``listen_socket``, a socket
     already bound and listening (systemd's) to serve on instead of binding ``bind`` and ``port``;
-    the server settings ``graceful_timeout``, ``max_threads``, ``first_data_timeout`` and
-    ``tls_handshake_timeout`` (None: the class's default); and ``access_log`` (False: no line
-    per request; errors are still written).
+    the server settings ``graceful_timeout``, ``max_threads``, ``first_data_timeout``,
+    ``tls_handshake_timeout``, ``proxy_allow_from`` and ``keep_alive_timeout`` (None: the
+    class's default); and ``access_log`` (False: no line per request; errors are still
+    written).
 
     SIGTERM stops the server gracefully (:func:`fastserver.workers.serve_until_stopped`; with
     ``workers``, the supervisor does it): it returns 0 once the requests in flight are finished.
@@ -238,7 +240,8 @@ def serve(handler_class=SimpleHTTPRequestHandler, server_class=DualStackServer,
     handler = type(handler_class.__name__, (handler_class,), handler_attrs)
     settings = {"graceful_timeout": graceful_timeout, "max_threads": max_threads,
                 "first_data_timeout": first_data_timeout,
-                "tls_handshake_timeout": tls_handshake_timeout}
+                "tls_handshake_timeout": tls_handshake_timeout,
+                "proxy_allow_from": proxy_allow_from, "keep_alive_timeout": keep_alive_timeout}
     cls = type(server_class.__name__, (server_class,), {
         "address_family": family,
         "directory": directory,
@@ -398,6 +401,13 @@ def _add_fastserver_options(parser):
                             "close it if none come within SECONDS (default: off)")
     group.add_argument("--tls-handshake-timeout", type=_SECONDS, metavar="SECONDS",
                        help="how long each TLS handshake may take (default: 10)")
+    group.add_argument("--proxy-allow-from", metavar="ADDRESSES",
+                       help="with --proxy-protocol, the proxies trusted to send the header: "
+                            "addresses or networks, comma-separated, or '*' for any "
+                            "(default: 127.0.0.1,::1)")
+    group.add_argument("--keep-alive-timeout", type=_SECONDS, metavar="SECONDS",
+                       help="close a keep-alive connection (HTTP/1.1) idle for SECONDS between "
+                            "requests, during which it holds no thread (default: 75)")
     group.add_argument("--log-level", choices=LOG_LEVELS, default=None, metavar="LEVEL",
                        help="level of the fastserver logger (the supervisor's and the "
                             f"server's own lines): {', '.join(LOG_LEVELS)} (default: info)")
@@ -472,18 +482,27 @@ def main(argv=None):
     from fastserver._log import logger
     from fastserver.workers import max_workers
 
-    parser = _add_fastserver_options(_parser())
+    parser = _parser()
+    stdlib_dests = {action.dest for action in parser._actions}
+    parser = _add_fastserver_options(parser)
     args = parser.parse_args(argv)
-    for dest, value in vars(args).items():  # an option of a newer http.server: refused, not ignored
-        if dest not in _STDLIB_OPTIONS_HANDLED | {"workers", "proxy_protocol"}:
-            if value != parser.get_default(dest):
-                parser.error(f"fastserver.http does not implement this Python's http.server "
-                             f"option {dest!r} yet")
+    for dest in sorted(stdlib_dests - _STDLIB_OPTIONS_HANDLED):
+        # an option of a newer http.server: refused, not ignored
+        if getattr(args, dest, None) != parser.get_default(dest):
+            parser.error(f"fastserver.http does not implement this Python's http.server "
+                         f"option {dest!r} yet")
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.workers > max_workers():
         parser.error(f"--workers must be at most {max_workers()} (32 per CPU), "
                      f"not {args.workers}")
+    if args.proxy_allow_from is not None:
+        from fastserver._pipeline import check_allow_from
+
+        try:
+            check_allow_from(args.proxy_allow_from)
+        except ValueError as e:
+            parser.error(f"--proxy-allow-from: {e}")
     tls = {}
     if args.tls_key and not args.tls_cert:
         parser.error("--tls-key requires --tls-cert to be set")
@@ -514,7 +533,8 @@ def main(argv=None):
                      graceful_timeout=args.graceful_timeout,
                      max_threads=args.max_threads, first_data_timeout=args.first_data_timeout,
                      tls_handshake_timeout=args.tls_handshake_timeout,
-                     access_log=args.access_log, **tls)
+                     access_log=args.access_log, proxy_allow_from=args.proxy_allow_from,
+                     keep_alive_timeout=args.keep_alive_timeout, **tls)
     except socket.gaierror as e:
         return _fail(parser, f"cannot resolve {args.bind}: {e.strerror or e}")
     except _StartupError as e:

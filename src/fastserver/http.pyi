@@ -6,7 +6,7 @@ import socket
 import ssl as _ssl
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler as BaseHTTPRequestHandler
 from http.server import SimpleHTTPRequestHandler as SimpleHTTPRequestHandler
 
@@ -50,6 +50,7 @@ class ThreadingHTTPSServer(ThreadingMixIn, HTTPSServer): ...
 
 class DualStackMixIn:
     directory: str | None
+    extra_response_headers: Sequence[tuple[str, str]] | None
     @property
     def RequestHandlerClass(self) -> _HandlerClass: ...
     @RequestHandlerClass.setter
@@ -73,11 +74,15 @@ def serve(
     workers: int = 1,
     proxy_protocol: bool = False,
     listen_socket: socket.socket | None = None,
+    content_type: str | None = None,
+    extra_response_headers: Sequence[tuple[str, str]] | None = None,
     *,
     graceful_timeout: float | None = None,
     max_threads: int | None = None,
     first_data_timeout: float | None = None,
     tls_handshake_timeout: float | None = None,
     access_log: bool = True,
+    proxy_allow_from: str | Iterable[str] | None = None,
+    keep_alive_timeout: float | None = None,
 ) -> int: ...
 def main(argv: Sequence[str] | None = None) -> int: ...
