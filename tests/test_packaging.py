@@ -156,7 +156,9 @@ def _readme_names(readme):
     for quoted in re.findall(r"`([^`\s]+)`", readme):
         if "/" in quoted or (ROOT / quoted).is_file():
             names.add(quoted)
-    return {name.rstrip("/") for name in names if name and (ROOT / name).exists()}
+    # (an absolute path, such as the chroot's /proc, is the machine's, not the tree's)
+    return {name.rstrip("/") for name in names
+            if name and not name.startswith("/") and (ROOT / name).exists()}
 
 
 def test_sdist_has_every_file_the_readme_names(dists):
